@@ -1,0 +1,1 @@
+"""Database adapter: tables, engine, migrations and the queries of the service layer."""

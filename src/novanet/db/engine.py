@@ -1,0 +1,94 @@
+"""Engines for SQLite (embedded default) and PostgreSQL, and schema checks.
+
+SQLite: WAL, foreign keys on, and every write transaction starts with BEGIN IMMEDIATE,
+so concurrent writers queue on the database lock instead of failing halfway through
+(pysqlite's deferred BEGIN upgrades to a write lock late and can deadlock).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from novanet.domain.errors import ConfigError, DatabaseError
+
+# Bump together with a new migration in migrations/versions.
+HEAD_REVISION = "0001"
+
+
+def create_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for ``url``; SQLite files get their directory created (0755)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"invalid database URL {url!r}: use sqlite:///PATH or postgresql+psycopg://..."
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, echo)
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            return sa.create_engine(parsed, echo=echo, pool_pre_ping=True, future=True)
+        except NoSuchModuleError:
+            raise ConfigError(f"unsupported PostgreSQL driver in {url!r}: use postgresql+psycopg") from None
+    raise ConfigError(f"unsupported database {backend!r}: use sqlite or postgresql+psycopg")
+
+
+def _sqlite_engine(parsed: sa.URL, echo: bool) -> Engine:
+    db = parsed.database or ""
+    if db and db != ":memory:" and not db.startswith("file:"):
+        path = Path(db)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create database directory {path.parent}: {exc.strerror}") from None
+    engine = sa.create_engine(
+        parsed,
+        echo=echo,
+        future=True,
+        connect_args={"timeout": 60, "check_same_thread": False},
+        poolclass=sa.pool.StaticPool if db in ("", ":memory:") else None,
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from pysqlite; BEGIN is emitted below.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.execute("PRAGMA busy_timeout = 60000")
+        if db not in ("", ":memory:"):
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.info.get("begin_mode", "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision stamped in the database, or None for an empty database."""
+    insp_conn = engine.connect()
+    try:
+        insp_conn.info["begin_mode"] = "DEFERRED"
+        if not sa.inspect(insp_conn).has_table("alembic_version"):
+            return None
+        row = insp_conn.execute(sa.text("SELECT version_num FROM alembic_version")).first()
+        return None if row is None else str(row[0])
+    finally:
+        insp_conn.close()

@@ -1,0 +1,99 @@
+"""The context every use case runs in, and the transaction runner.
+
+One unit of work = one database transaction. A unit that loses a race (a unique
+constraint fires, SQLite is busy, PostgreSQL reports a deadlock or a serialization
+failure) is run again from the start, so a taken address means "try the next" and
+never a failure, and a refused command leaves the database exactly as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from novanet.config import Config
+from novanet.domain.errors import Conflict, DatabaseError
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 20
+
+
+@dataclass
+class Ctx:
+    """What a use case needs: the database and the configuration. No globals."""
+
+    engine: Engine
+    config: Config
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+
+class Retry(Exception):
+    """Raised inside a unit of work that saw another writer win; the unit runs again."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+_RETRYABLE_PG = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _RETRYABLE_PG:
+        return True
+    if isinstance(exc, OperationalError):
+        msg = str(orig).lower()
+        return "database is locked" in msg or "database is busy" in msg
+    return False
+
+
+def run(ctx: Ctx, fn: Callable[[Connection], T], *, write: bool = True) -> T:
+    """Run ``fn`` in one transaction, again from the start when it lost a race."""
+    last: Exception | None = None
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            with ctx.engine.connect() as conn:
+                conn.info["begin_mode"] = "IMMEDIATE" if write else "DEFERRED"
+                with conn.begin():
+                    return fn(conn)
+        except Retry as exc:
+            last = exc
+        except DBAPIError as exc:
+            if not _retryable(exc):
+                first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+                raise DatabaseError(f"database error: {first}") from exc
+            last = exc
+        # Back off a little, more each time, so racing writers spread out.
+        time.sleep(min(0.001 * (2**attempt), 0.05))
+    detail = str(last).splitlines()[0] if last else "unknown"
+    raise Conflict(f"gave up after {MAX_ATTEMPTS} attempts against concurrent changes: {detail}")
+
+
+def lock(ctx: Ctx, conn: Connection, key: str) -> None:
+    """A transaction-scoped lock on ``key`` (PostgreSQL advisory lock).
+
+    SQLite needs none: BEGIN IMMEDIATE already makes write transactions one at a time.
+    """
+    if not ctx.is_postgres:
+        return
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(:k)"),
+        {"k": int.from_bytes(digest, "big", signed=True)},
+    )

@@ -1,0 +1,278 @@
+"""Fixed IPs: picking, the lifecycle flags, lease events, cleanup, reserve, listing."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from novanet.db.schema import dhcp_releases, fixed_ips, instances, networks, virtual_interfaces
+from novanet.domain import ipam, names
+from novanet.domain.errors import AddressInUse, InvalidInput, NoMoreFixedIps, NotFound
+from novanet.domain.mac import normalize_mac
+from novanet.domain.models import Network
+from novanet.service.context import Ctx, Retry, run, utcnow
+
+
+def _free_clause(ctx: Ctx) -> Any:
+    reserved = "false" if ctx.is_postgres else "0"
+    return sa.and_(
+        fixed_ips.c.instance_uuid.is_(None),
+        fixed_ips.c.host.is_(None),
+        sa.text(f"fixed_ips.reserved = {reserved}"),
+    )
+
+
+def pick_free(ctx: Ctx, conn: Connection, net: Network) -> tuple[int, str]:
+    """The first free address of ``net``: one probe of the free-list index.
+
+    On PostgreSQL rows being taken by other transactions are skipped, not waited for.
+    """
+    stmt = (
+        sa.select(fixed_ips.c.id, fixed_ips.c.address)
+        .where(fixed_ips.c.network_id == net.id, _free_clause(ctx))
+        .order_by(fixed_ips.c.id)
+        .limit(1)
+    )
+    if ctx.is_postgres:
+        stmt = stmt.with_for_update(skip_locked=True)
+    row = conn.execute(stmt).first()
+    if row is None:
+        raise NoMoreFixedIps(f"no more fixed IPs in network {net.label} ({net.cidr})")
+    return int(row.id), str(row.address)
+
+
+def claim(conn: Connection, fixed_id: int, values: dict[str, Any]) -> None:
+    """Take a free row; another writer that got there first makes the unit run again."""
+    res = conn.execute(
+        fixed_ips.update()
+        .where(
+            fixed_ips.c.id == fixed_id,
+            fixed_ips.c.instance_uuid.is_(None),
+            fixed_ips.c.host.is_(None),
+        )
+        .values(updated_at=utcnow(), **values)
+    )
+    if res.rowcount != 1:
+        raise Retry(f"fixed IP row {fixed_id} was taken meanwhile")
+
+
+def take_requested(
+    ctx: Ctx, conn: Connection, net: Network, address: str, *, allow_reserved: bool = False
+) -> tuple[int, str]:
+    """The row of a requested address, refused when outside, reserved or taken."""
+    addr = ipam.parse_address(address, "fixed address")
+    if addr not in IPv4Network(net.cidr):
+        raise InvalidInput(f"address {addr} is not in network {net.label} ({net.cidr})")
+    stmt = sa.select(fixed_ips).where(fixed_ips.c.address == str(addr))
+    if ctx.is_postgres:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
+    if row is None:
+        raise NotFound(f"address {addr} has no row in network {net.cidr}")
+    if row.instance_uuid is not None:
+        raise AddressInUse(f"address {addr} is already in use by instance {row.instance_uuid}")
+    if row.host is not None:
+        raise AddressInUse(f"address {addr} is the gateway/DHCP address of host {row.host}")
+    if row.reserved and not allow_reserved:
+        raise AddressInUse(f"address {addr} is reserved; pick another or run `novanet fixed unreserve`")
+    return int(row.id), str(row.address)
+
+
+def host_address(ctx: Ctx, conn: Connection, net: Network, host: str, *, create: bool) -> str | None:
+    """A multi-host network's own gateway/DHCP address on ``host``, taken on first use."""
+    row = conn.execute(
+        sa.select(fixed_ips.c.address).where(fixed_ips.c.network_id == net.id, fixed_ips.c.host == host)
+    ).first()
+    if row is not None:
+        return str(row.address)
+    if not create:
+        return None
+    fixed_id, address = pick_free(ctx, conn, net)
+    claim(conn, fixed_id, {"host": host, "allocated": False, "leased": False})
+    return address
+
+
+def disassociate_values() -> dict[str, Any]:
+    return {
+        "instance_uuid": None,
+        "virtual_interface_id": None,
+        "allocated": False,
+        "leased": False,
+        "updated_at": utcnow(),
+    }
+
+
+@dataclass(frozen=True)
+class LeaseResult:
+    address: str
+    action: str  # leased, released, freed, ignored
+
+
+def _row_with_mac(conn: Connection, address: str) -> Any:
+    addr = ipam.parse_address(address, "address")
+    row = conn.execute(
+        sa.select(fixed_ips, virtual_interfaces.c.address.label("mac"))
+        .select_from(
+            fixed_ips.outerjoin(
+                virtual_interfaces, virtual_interfaces.c.id == fixed_ips.c.virtual_interface_id
+            )
+        )
+        .where(fixed_ips.c.address == str(addr))
+    ).first()
+    if row is None:
+        raise NotFound(f"fixed IP {addr} not found")
+    return row
+
+
+def _mac(value: str) -> str:
+    mac = normalize_mac(value)
+    if mac is None:
+        raise InvalidInput(f"invalid MAC address {value!r}")
+    return mac
+
+
+def lease(ctx: Ctx, address: str, mac: str) -> LeaseResult:
+    """The DHCP server reports a lease (dnsmasq `add` or `old`) of ``address`` to ``mac``."""
+    mac = _mac(mac)
+
+    def tx(conn: Connection) -> LeaseResult:
+        row = _row_with_mac(conn, address)
+        if row.instance_uuid is None or (row.mac is not None and row.mac != mac):
+            return LeaseResult(row.address, "ignored")
+        if row.mac is None and not _pending_release(conn, row.address, mac):
+            return LeaseResult(row.address, "ignored")
+        conn.execute(
+            fixed_ips.update().where(fixed_ips.c.id == row.id).values(leased=True, updated_at=utcnow())
+        )
+        return LeaseResult(row.address, "leased")
+
+    return run(ctx, tx)
+
+
+def _pending_release(conn: Connection, address: str, mac: str) -> bool:
+    return (
+        conn.execute(
+            sa.select(dhcp_releases.c.id).where(
+                dhcp_releases.c.address == address, dhcp_releases.c.mac == mac
+            )
+        ).first()
+        is not None
+    )
+
+
+def release(ctx: Ctx, address: str, mac: str) -> LeaseResult:
+    """The DHCP server reports a lease gone (dnsmasq `del`).
+
+    A deallocated address is freed; an allocated one only loses its leased flag: a
+    guest's DHCPRELEASE never frees the address its instance holds.
+    """
+    mac = _mac(mac)
+
+    def tx(conn: Connection) -> LeaseResult:
+        row = _row_with_mac(conn, address)
+        pending = _pending_release(conn, row.address, mac)
+        conn.execute(
+            dhcp_releases.delete().where(dhcp_releases.c.address == row.address, dhcp_releases.c.mac == mac)
+        )
+        if row.instance_uuid is None:
+            return LeaseResult(row.address, "ignored")
+        if row.mac == mac and row.allocated:
+            conn.execute(
+                fixed_ips.update().where(fixed_ips.c.id == row.id).values(leased=False, updated_at=utcnow())
+            )
+            return LeaseResult(row.address, "released")
+        if not row.allocated and (pending or row.mac is None):
+            conn.execute(fixed_ips.update().where(fixed_ips.c.id == row.id).values(**disassociate_values()))
+            return LeaseResult(row.address, "freed")
+        return LeaseResult(row.address, "ignored")
+
+    return run(ctx, tx)
+
+
+def cleanup(ctx: Ctx, now: dt.datetime | None = None) -> int:
+    """Free deallocated addresses older than fixed_ip_disassociate_timeout (periodic task)."""
+    cutoff = (now or utcnow()) - dt.timedelta(seconds=ctx.config.fixed_ip_disassociate_timeout)
+
+    def tx(conn: Connection) -> int:
+        stale = sa.and_(
+            fixed_ips.c.allocated.is_(False),
+            fixed_ips.c.instance_uuid.is_not(None),
+            fixed_ips.c.updated_at < cutoff,
+        )
+        addrs = list(conn.execute(sa.select(fixed_ips.c.address).where(stale)).scalars())
+        if not addrs:
+            return 0
+        conn.execute(fixed_ips.update().where(stale).values(**disassociate_values()))
+        conn.execute(dhcp_releases.delete().where(dhcp_releases.c.created_at < cutoff))
+        return len(addrs)
+
+    return run(ctx, tx)
+
+
+def set_reserved(ctx: Ctx, address: str, reserved: bool) -> dict[str, Any]:
+    """`fixed reserve` / `fixed unreserve`; idempotent."""
+    addr = ipam.parse_address(address, "address")
+
+    def tx(conn: Connection) -> dict[str, Any]:
+        row = conn.execute(
+            sa.select(fixed_ips, networks.c.cidr, networks.c.gateway)
+            .join(networks, networks.c.id == fixed_ips.c.network_id)
+            .where(fixed_ips.c.address == str(addr))
+        ).first()
+        if row is None:
+            raise NotFound(f"fixed IP {addr} not found in any network")
+        if reserved and row.instance_uuid is not None:
+            raise AddressInUse(f"address {addr} is in use by instance {row.instance_uuid}; cannot reserve it")
+        if reserved and row.host is not None:
+            raise AddressInUse(f"address {addr} is the gateway/DHCP address of host {row.host}")
+        if not reserved:
+            structural = ipam.structural_addresses(
+                IPv4Network(row.cidr), IPv4Address(row.gateway) if row.gateway else None
+            )
+            if addr in structural:
+                raise InvalidInput(
+                    f"address {addr} is the network, broadcast or gateway address of {row.cidr}"
+                    " and stays reserved"
+                )
+        conn.execute(
+            fixed_ips.update().where(fixed_ips.c.id == row.id).values(reserved=reserved, updated_at=utcnow())
+        )
+        return {"address": str(addr), "reserved": reserved}
+
+    return run(ctx, tx)
+
+
+def list_fixed(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
+    """Every address of every network with its flags (`fixed list`)."""
+    if host is not None:
+        names.host_name(host)
+
+    def tx(conn: Connection) -> list[dict[str, Any]]:
+        stmt = (
+            sa.select(
+                networks.c.cidr.label("network"),
+                fixed_ips.c.address,
+                fixed_ips.c.instance_uuid,
+                instances.c.hostname,
+                sa.func.coalesce(fixed_ips.c.host, instances.c.host).label("host"),
+                fixed_ips.c.allocated,
+                fixed_ips.c.leased,
+                fixed_ips.c.reserved,
+            )
+            .select_from(
+                fixed_ips.join(networks, networks.c.id == fixed_ips.c.network_id).outerjoin(
+                    instances, instances.c.uuid == fixed_ips.c.instance_uuid
+                )
+            )
+            .order_by(fixed_ips.c.network_id, fixed_ips.c.id)
+        )
+        if host is not None:
+            stmt = stmt.where(sa.or_(fixed_ips.c.host == host, instances.c.host == host))
+        return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    return run(ctx, tx, write=False)
