@@ -90,6 +90,15 @@ class Config:
     metadata_port: int = 8775
     network_device_mtu: int | None = None
     forward_bridge_interface: tuple[str, ...] = ("all",)
+    # novanet's own (no nova-network equivalent)
+    # How VLAN-mode networks leave the host: "vlan" (802.1Q on vlan_interface) or "vxlan"
+    # (VNI = the network's VLAN id, over vxlan_interface, peers from the hosts table).
+    vlan_segmentation: str = "vlan"
+    vxlan_interface: str | None = None
+    vxlan_local_ip: str = ""  # empty: my_ip
+    vxlan_port: int = 4789
+    agent_poll_interval: float = 0.2  # seconds between change-log polls (SQLite)
+    agent_resync_interval: int = 60  # seconds between full drift-repairing syncs
     # database
     connection: str = ""  # [database] connection; empty: SQLite under state_path
 
@@ -112,6 +121,10 @@ class Config:
     @property
     def effective_networks_path(self) -> str:
         return self.networks_path or str(Path(self.state_path) / "networks")
+
+    @property
+    def effective_vxlan_local_ip(self) -> str:
+        return self.vxlan_local_ip or self.my_ip
 
     @property
     def database_url(self) -> str:
@@ -161,7 +174,17 @@ def _convert(name: str, raw: str) -> Any:
         return _to_int(name, raw)
     if isinstance(default, tuple):
         return _to_list(raw)
-    if default is None or name in ("flat_network_bridge", "flat_interface", "vlan_interface"):
+    if isinstance(default, float):
+        try:
+            return float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"option {name}: {raw!r} is not a number") from None
+    if default is None or name in (
+        "flat_network_bridge",
+        "flat_interface",
+        "vlan_interface",
+        "vxlan_interface",
+    ):
         value = raw.strip()
         return None if value in ("", "None") else value
     return raw.strip()
@@ -225,9 +248,12 @@ def load(config_files: Iterable[str] = (), overrides: Mapping[str, Any] | None =
             raise ConfigError(f"unknown option {key}")
         values[key] = _convert(key, value) if isinstance(value, str) else value
     try:
-        return replace(Config(), **values)
+        cfg = replace(Config(), **values)
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.vlan_segmentation not in ("vlan", "vxlan"):
+        raise ConfigError(f"option vlan_segmentation: {cfg.vlan_segmentation!r} is not vlan or vxlan")
+    return cfg
 
 
 _base = Config()

@@ -17,7 +17,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from novanet.domain.errors import ConfigError, DatabaseError
 
 # Bump together with a new migration in migrations/versions.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 def create_engine(url: str, *, echo: bool = False) -> Engine:

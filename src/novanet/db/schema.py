@@ -173,3 +173,25 @@ dhcp_releases = sa.Table(
     *_ts(),
     sa.UniqueConstraint("address", "mac"),
 )
+
+# What changed, for the host agents: one row per changed object, read in id order.
+# kind: network (ref = uuid), instance (uuid), floating (address).
+changes = sa.Table(
+    "changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("ref", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=sa.func.now()),
+    sqlite_autoincrement=True,
+)
+
+# Hosts that run an agent, with the address other hosts reach them on (VXLAN underlay).
+hosts = sa.Table(
+    "hosts",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("underlay_address", sa.String(39), nullable=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime, nullable=True),
+)

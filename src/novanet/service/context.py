@@ -20,9 +20,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from novanet.config import Config
+from novanet.db.schema import changes
 from novanet.domain.errors import Conflict, DatabaseError
 
 T = TypeVar("T")
+
+_INSERT_CHANGE = changes.insert()
 
 MAX_ATTEMPTS = 20
 
@@ -83,6 +86,22 @@ def run(ctx: Ctx, fn: Callable[[Connection], T], *, write: bool = True) -> T:
         time.sleep(min(0.001 * (2**attempt), 0.05))
     detail = str(last).splitlines()[0] if last else "unknown"
     raise Conflict(f"gave up after {MAX_ATTEMPTS} attempts against concurrent changes: {detail}")
+
+
+CHANNEL = "novanet_changes"
+
+
+def record(ctx: Ctx, conn: Connection, kind: str, *refs: str) -> None:
+    """Log what changed for the host agents, in the same transaction as the change.
+
+    PostgreSQL also wakes listening agents (NOTIFY is delivered on commit); SQLite agents
+    poll the log.
+    """
+    if not refs:
+        return
+    conn.execute(_INSERT_CHANGE, [{"kind": kind, "ref": r} for r in refs])
+    if ctx.is_postgres:
+        conn.execute(sa.text("SELECT pg_notify(:ch, '')"), {"ch": CHANNEL})
 
 
 def lock(ctx: Ctx, conn: Connection, key: str) -> None:

@@ -18,44 +18,73 @@ from novanet.domain.models import Network
 from novanet.service.context import Ctx, Retry, run, utcnow
 
 
-def _free_clause(ctx: Ctx) -> Any:
-    reserved = "false" if ctx.is_postgres else "0"
-    return sa.and_(
-        fixed_ips.c.instance_uuid.is_(None),
-        fixed_ips.c.host.is_(None),
-        sa.text(f"fixed_ips.reserved = {reserved}"),
-    )
-
-
-def pick_free(ctx: Ctx, conn: Connection, net: Network) -> tuple[int, str]:
-    """The first free address of ``net``: one probe of the free-list index.
-
-    On PostgreSQL rows being taken by other transactions are skipped, not waited for.
-    """
+def _pick_stmt(postgres: bool) -> sa.Select[Any]:
+    # Literal predicates (not bound parameters) so the planner can prove the query
+    # matches the partial "free" index.
+    reserved = "false" if postgres else "0"
     stmt = (
         sa.select(fixed_ips.c.id, fixed_ips.c.address)
-        .where(fixed_ips.c.network_id == net.id, _free_clause(ctx))
+        .where(
+            fixed_ips.c.network_id == sa.bindparam("net_id"),
+            fixed_ips.c.instance_uuid.is_(None),
+            fixed_ips.c.host.is_(None),
+            sa.text(f"fixed_ips.reserved = {reserved}"),
+        )
         .order_by(fixed_ips.c.id)
         .limit(1)
     )
-    if ctx.is_postgres:
-        stmt = stmt.with_for_update(skip_locked=True)
-    row = conn.execute(stmt).first()
+    # PostgreSQL: rows being taken by other transactions are skipped, not waited for.
+    return stmt.with_for_update(skip_locked=True) if postgres else stmt
+
+
+# Built once: statement construction costs more than SQLite's execution here.
+_PICK = {False: _pick_stmt(False), True: _pick_stmt(True)}
+_CLAIM = (
+    fixed_ips.update()
+    .where(
+        fixed_ips.c.id == sa.bindparam("fixed_id"),
+        fixed_ips.c.instance_uuid.is_(None),
+        fixed_ips.c.host.is_(None),
+    )
+    .values(
+        instance_uuid=sa.bindparam("v_instance_uuid"),
+        host=sa.bindparam("v_host"),
+        allocated=sa.bindparam("v_allocated"),
+        leased=False,
+        virtual_interface_id=sa.bindparam("v_vif_id"),
+        updated_at=sa.bindparam("v_now"),
+    )
+)
+
+
+def pick_free(ctx: Ctx, conn: Connection, net: Network) -> tuple[int, str]:
+    """The first free address of ``net``: one probe of the free-list index."""
+    row = conn.execute(_PICK[ctx.is_postgres], {"net_id": net.id}).first()
     if row is None:
         raise NoMoreFixedIps(f"no more fixed IPs in network {net.label} ({net.cidr})")
     return int(row.id), str(row.address)
 
 
-def claim(conn: Connection, fixed_id: int, values: dict[str, Any]) -> None:
-    """Take a free row; another writer that got there first makes the unit run again."""
+def claim(
+    conn: Connection,
+    fixed_id: int,
+    *,
+    instance_uuid: str | None = None,
+    host: str | None = None,
+    vif_id: int | None = None,
+) -> None:
+    """Take a free row for an instance (allocated) or as a host's own address; another
+    writer that got there first makes the unit run again."""
     res = conn.execute(
-        fixed_ips.update()
-        .where(
-            fixed_ips.c.id == fixed_id,
-            fixed_ips.c.instance_uuid.is_(None),
-            fixed_ips.c.host.is_(None),
-        )
-        .values(updated_at=utcnow(), **values)
+        _CLAIM,
+        {
+            "fixed_id": fixed_id,
+            "v_instance_uuid": instance_uuid,
+            "v_host": host,
+            "v_allocated": instance_uuid is not None,
+            "v_vif_id": vif_id,
+            "v_now": utcnow(),
+        },
     )
     if res.rowcount != 1:
         raise Retry(f"fixed IP row {fixed_id} was taken meanwhile")
@@ -93,7 +122,7 @@ def host_address(ctx: Ctx, conn: Connection, net: Network, host: str, *, create:
     if not create:
         return None
     fixed_id, address = pick_free(ctx, conn, net)
-    claim(conn, fixed_id, {"host": host, "allocated": False, "leased": False})
+    claim(conn, fixed_id, host=host)
     return address
 
 

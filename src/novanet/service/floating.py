@@ -21,7 +21,7 @@ from novanet.domain.errors import (
     QuotaExceeded,
 )
 from novanet.domain.models import Network
-from novanet.service.context import Ctx, Retry, lock, run, utcnow
+from novanet.service.context import Ctx, Retry, lock, record, run, utcnow
 
 Progress = Callable[[int, int], None]
 CHUNK = 8192
@@ -275,6 +275,7 @@ def associate_in(
         .where(floating_ips.c.id == row.id)
         .values(fixed_ip_id=target.id, host=nat_host(net, instance.host), updated_at=utcnow())
     )
+    record(ctx, conn, "floating", row.address)
     return _one(conn, row.address)
 
 
@@ -330,6 +331,7 @@ def disassociate(ctx: Ctx, address: str, project_id: str | None = None) -> dict[
             .where(floating_ips.c.id == row.id)
             .values(fixed_ip_id=None, host=None, updated_at=utcnow())
         )
+        record(ctx, conn, "floating", row.address)
         return info
 
     return run(ctx, tx)

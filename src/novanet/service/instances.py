@@ -33,7 +33,7 @@ from novanet.domain.modes import Mode
 from novanet.domain.netinfo import FixedAddress, VifView, network_info
 from novanet.service import fixed as fixedsvc
 from novanet.service import floating as floatingsvc
-from novanet.service.context import Ctx, Retry, lock, run, utcnow
+from novanet.service.context import Ctx, Retry, lock, record, run, utcnow
 from novanet.service.networks import find_network, networks_by_ids
 
 
@@ -51,6 +51,22 @@ class AllocateRequest:
     requested: Sequence[RequestedNetwork] = ()
     vpn: bool = False
     hostname: str | None = None
+
+
+# Statements of the allocation hot path, built once.
+_INSTANCE_EXISTS = sa.select(instances.c.uuid).where(instances.c.uuid == sa.bindparam("uuid"))
+_INSERT_INSTANCE = instances.insert()
+_INSERT_VIF = virtual_interfaces.insert()
+_VLAN = networks.c.manager == "vlan"
+_ORDER = (networks.c.priority.is_(None), networks.c.priority, networks.c.id)
+_FLAT_NETWORKS = (
+    sa.select(networks)
+    .where(
+        networks.c.manager != "vlan",
+        sa.or_(networks.c.project_id.is_(None), networks.c.project_id == sa.bindparam("project_id")),
+    )
+    .order_by(*_ORDER)
+)
 
 
 def allocate_for_instance(ctx: Ctx, mode: Mode, req: AllocateRequest) -> list[dict[str, Any]]:
@@ -71,16 +87,17 @@ def allocate_for_instance(ctx: Ctx, mode: Mode, req: AllocateRequest) -> list[di
         seen.add(r.network)
 
     def tx(conn: Connection) -> list[dict[str, Any]]:
-        if conn.execute(sa.select(instances.c.uuid).where(instances.c.uuid == uuid)).first():
+        if conn.execute(_INSTANCE_EXISTS, {"uuid": uuid}).first():
             raise Conflict(f"instance {uuid} already has networks; deallocate it first")
         conn.execute(
-            instances.insert().values(
-                uuid=uuid,
-                project_id=req.project_id,
-                host=req.host,
-                hostname=hostname,
-                created_at=utcnow(),
-            )
+            _INSERT_INSTANCE,
+            {
+                "uuid": uuid,
+                "project_id": req.project_id,
+                "host": req.host,
+                "hostname": hostname,
+                "created_at": utcnow(),
+            },
         )
         nets = _networks_for(ctx, conn, mode, req)
         _check_fixed_quota(ctx, conn, req.project_id, len(nets))
@@ -93,6 +110,7 @@ def allocate_for_instance(ctx: Ctx, mode: Mode, req: AllocateRequest) -> list[di
             first = views[0]
             fixed = (FixedAddress(first.fixed[0].address, (addr,)), *first.fixed[1:])
             views[0] = replace(first, fixed=fixed)
+        record(ctx, conn, "instance", uuid)
         # Built from what was just written: no second read of the same rows.
         return network_info(views)
 
@@ -116,19 +134,10 @@ def _networks_for(
                 raise Forbidden(f"network {net.uuid} is not associated with project {req.project_id}")
             out.append((net, r.address))
         return out
-    kind = networks.c.manager == "vlan" if mode.vlan else networks.c.manager != "vlan"
-    order = (networks.c.priority.is_(None), networks.c.priority, networks.c.id)
     if mode.vlan:
-        nets = _project_networks(ctx, conn, req.project_id, kind, order)
+        nets = _project_networks(ctx, conn, req.project_id)
     else:
-        rows = conn.execute(
-            sa.select(networks)
-            .where(
-                kind,
-                sa.or_(networks.c.project_id.is_(None), networks.c.project_id == req.project_id),
-            )
-            .order_by(*order)
-        ).all()
+        rows = conn.execute(_FLAT_NETWORKS, {"project_id": req.project_id}).all()
         nets = [Network.from_row(r) for r in rows]
     if not nets:
         raise NotFound(
@@ -138,15 +147,15 @@ def _networks_for(
     return [(n, None) for n in nets]
 
 
-def _project_networks(ctx: Ctx, conn: Connection, project: str, kind: Any, order: Any) -> list[Network]:
+def _project_networks(ctx: Ctx, conn: Connection, project: str) -> list[Network]:
     """VLAN mode: the project's networks; on its first boot, the first unowned one."""
     lock(ctx, conn, f"project-networks:{project}")
     rows = conn.execute(
-        sa.select(networks).where(kind, networks.c.project_id == project).order_by(*order)
+        sa.select(networks).where(_VLAN, networks.c.project_id == project).order_by(*_ORDER)
     ).all()
     if rows:
         return [Network.from_row(r) for r in rows]
-    stmt = sa.select(networks).where(kind, networks.c.project_id.is_(None)).order_by(networks.c.id).limit(1)
+    stmt = sa.select(networks).where(_VLAN, networks.c.project_id.is_(None)).order_by(networks.c.id).limit(1)
     if ctx.is_postgres:
         stmt = stmt.with_for_update(skip_locked=True)
     row = conn.execute(stmt).first()
@@ -188,9 +197,14 @@ def _new_vif(conn: Connection, net: Network, uuid: str) -> tuple[int, str, str]:
     mac = random_mac()
     vif_uuid = str(uuidlib.uuid4())
     vif_id = conn.execute(
-        virtual_interfaces.insert().values(
-            uuid=vif_uuid, address=mac, network_id=net.id, instance_uuid=uuid, created_at=utcnow()
-        )
+        _INSERT_VIF,
+        {
+            "uuid": vif_uuid,
+            "address": mac,
+            "network_id": net.id,
+            "instance_uuid": uuid,
+            "created_at": utcnow(),
+        },
     ).inserted_primary_key[0]  # type: ignore[index]
     return int(vif_id), vif_uuid, mac
 
@@ -224,11 +238,7 @@ def _allocate_on(
         fixed_id, taken = fixedsvc.take_requested(ctx, conn, net, address)
     else:
         fixed_id, taken = fixedsvc.pick_free(ctx, conn, net)
-    fixedsvc.claim(
-        conn,
-        fixed_id,
-        {"instance_uuid": uuid, "allocated": True, "leased": False, "virtual_interface_id": vif_id},
-    )
+    fixedsvc.claim(conn, fixed_id, instance_uuid=uuid, vif_id=vif_id)
     dhcp = gateway if net.manager != "flat" else None
     return VifView(vif_uuid, mac, net, gateway, dhcp, (FixedAddress(taken),))
 
@@ -360,6 +370,7 @@ def deallocate_for_instance(ctx: Ctx, instance_uuid: str) -> dict[str, Any]:
             conn.execute(fixed_ips.update().where(fixed_ips.c.id == r.id).values(**values))
         conn.execute(virtual_interfaces.delete().where(virtual_interfaces.c.instance_uuid == uuid))
         conn.execute(instances.delete().where(instances.c.uuid == uuid))
+        record(ctx, conn, "instance", uuid)
         return {"uuid": uuid, "freed": freed, "awaiting_release": waiting}
 
     return run(ctx, tx)

@@ -22,7 +22,7 @@ from novanet.domain.errors import (
 )
 from novanet.domain.models import Network
 from novanet.domain.modes import Mode
-from novanet.service.context import Ctx, run, utcnow
+from novanet.service.context import Ctx, record, run, utcnow
 
 Progress = Callable[[int, int], None]
 
@@ -277,6 +277,7 @@ def _create(
                 progress(done, total)
         row = conn.execute(sa.select(networks).where(networks.c.id == net_id)).one()
         created.append(Network.from_row(row))
+    record(ctx, conn, "network", *(n.uuid for n in created))
     return created
 
 
@@ -344,6 +345,7 @@ def delete_network(ctx: Ctx, *, fixed_range: str | None = None, uuid: str | None
         conn.execute(dhcp_releases.delete().where(dhcp_releases.c.network_id == net.id))
         conn.execute(fixed_ips.delete().where(fixed_ips.c.network_id == net.id))
         conn.execute(networks.delete().where(networks.c.id == net.id))
+        record(ctx, conn, "network", net.uuid)
         return net
 
     return run(ctx, tx)
@@ -390,6 +392,7 @@ def modify_network(
         if disassociate_host:
             values["host"] = None
         conn.execute(networks.update().where(networks.c.id == net.id).values(**values))
+        record(ctx, conn, "network", net.uuid)
         return find_network(conn, net.uuid)
 
     return run(ctx, tx)

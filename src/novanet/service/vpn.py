@@ -9,7 +9,7 @@ from novanet.db.schema import networks
 from novanet.domain import ipam, names
 from novanet.domain.errors import Conflict, NotFound
 from novanet.domain.models import Network
-from novanet.service.context import Ctx, run, utcnow
+from novanet.service.context import Ctx, record, run, utcnow
 
 
 def change(ctx: Ctx, project: str, ip: str, port: int) -> list[Network]:
@@ -45,6 +45,7 @@ def change(ctx: Ctx, project: str, ip: str, port: int) -> list[Network]:
             .where(networks.c.id == net.id)
             .values(vpn_public_address=address, vpn_public_port=port, updated_at=utcnow())
         )
+        record(ctx, conn, "network", net.uuid)
         return [Network.from_row(conn.execute(sa.select(networks).where(networks.c.id == net.id)).one())]
 
     return run(ctx, tx)

@@ -1,0 +1,1 @@
+"""The host agent: reconcile loop, lease events, metrics."""

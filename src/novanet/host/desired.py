@@ -1,0 +1,214 @@
+"""The desired state of one host: a pure function of a database snapshot and the host.
+
+Single-host and multi-host are the same code: which host is gateway, DHCP server and NAT
+of a network is data (network.host, or each instance's host when multi_host).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+
+from novanet.config import Config
+from novanet.domain.models import Network
+from novanet.host.model import (
+    Bridge,
+    DhcpHost,
+    DhcpServer,
+    FloatingNat,
+    HostState,
+    NatState,
+    Segment,
+    VifFilter,
+    VpnForward,
+)
+
+
+@dataclass(frozen=True)
+class SnapVif:
+    """A VIF with what the host side needs of its instance and fixed IPs."""
+
+    uuid: str
+    mac: str
+    network_id: int
+    instance_uuid: str
+    instance_host: str
+    hostname: str
+    addresses: tuple[str, ...]
+
+    @property
+    def devname(self) -> str:
+        """The host-side device name, as nova named taps: tap + 11 characters of the uuid."""
+        return ("tap" + self.uuid)[:14]
+
+
+@dataclass(frozen=True)
+class SnapFloating:
+    address: str
+    fixed_address: str
+    interface: str
+
+
+@dataclass
+class Snapshot:
+    """What the database says, restricted to what one host needs to know."""
+
+    networks: dict[int, Network] = field(default_factory=dict)
+    vifs: dict[str, SnapVif] = field(default_factory=dict)  # by VIF uuid
+    # (network id, host) -> that host's own gateway/DHCP address in a multi-host network
+    host_addresses: dict[tuple[int, str], str] = field(default_factory=dict)
+    floating: dict[str, SnapFloating] = field(default_factory=dict)  # NATed on this host
+    releases: tuple[tuple[int, str, str], ...] = ()  # (network id, address, mac)
+    underlay: dict[str, str] = field(default_factory=dict)  # host name -> underlay address
+    # network id -> every host with an instance on it (cloud-wide; for VXLAN peers)
+    network_hosts: dict[int, set[str]] = field(default_factory=dict)
+
+
+def _prefix(net: Network) -> int:
+    return IPv4Network(net.cidr).prefixlen
+
+
+def _hosts_of(snap: Snapshot) -> dict[int, set[str]]:
+    """Every host that carries each network: its instances' hosts, its network host and
+    the hosts holding one of its addresses."""
+    out: dict[int, set[str]] = defaultdict(set)
+    for net_id, hosts in snap.network_hosts.items():
+        out[net_id].update(hosts)
+    for v in snap.vifs.values():
+        out[v.network_id].add(v.instance_host)
+    for net_id, host in snap.host_addresses:
+        out[net_id].add(host)
+    for net in snap.networks.values():
+        if net.host and not net.multi_host:
+            out[net.id].add(net.host)
+    return out
+
+
+def gateway_address(net: Network, snap: Snapshot, host: str) -> str | None:
+    """The address ``host`` serves ``net`` on (gateway and DHCP), or None if it does not."""
+    if net.multi_host:
+        return snap.host_addresses.get((net.id, host))
+    return net.gateway if net.host == host else None
+
+
+def _segment(net: Network, cfg: Config, host: str, peers: Iterable[str], snap: Snapshot) -> Segment | None:
+    if net.vlan is not None:
+        if cfg.vlan_segmentation == "vxlan":
+            if not cfg.vxlan_interface:
+                return None
+            remotes = tuple(sorted({snap.underlay[p] for p in peers if p != host and p in snap.underlay}))
+            local = snap.underlay.get(host) or cfg.effective_vxlan_local_ip
+            return Segment(
+                "vxlan", f"vx{net.vlan}", cfg.vxlan_interface, net.vlan, local, remotes, cfg.vxlan_port
+            )
+        parent = net.bridge_interface or cfg.vlan_interface
+        if not parent:
+            # A single host with no VLAN interface: nothing leaves the host, the bridge suffices.
+            return None
+        return Segment("vlan", f"vlan{net.vlan}", parent, net.vlan)
+    nic = cfg.flat_interface or net.bridge_interface
+    return Segment("nic", nic) if nic else None
+
+
+def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
+    """Bridges, DHCP servers, NAT and VIF filters ``host`` must carry."""
+    hosts_of = _hosts_of(snap)
+    local_vifs = [v for v in snap.vifs.values() if v.instance_host == host]
+    local_nets = {v.network_id for v in local_vifs}
+    has_instances = {v.network_id for v in snap.vifs.values()}
+
+    bridge_addrs: dict[str, list[str]] = defaultdict(list)
+    bridge_segment: dict[str, Segment | None] = {}
+    dhcp: list[DhcpServer] = []
+    vpn: list[VpnForward] = []
+    snat: list[str] = []
+    for net in sorted(snap.networks.values(), key=lambda n: n.id):
+        gw = gateway_address(net, snap, host)
+        if (
+            gw is not None
+            and cfg.teardown_unused_network_gateway
+            and net.id not in (local_nets if net.multi_host else has_instances)
+        ):
+            gw = None
+        if gw is None and net.id not in local_nets:
+            continue  # lazy: nothing of this network lands here
+        bridge = net.bridge or cfg.flat_network_bridge
+        if not bridge:
+            continue
+        seg = _segment(net, cfg, host, hosts_of.get(net.id, ()), snap)
+        bridge_segment.setdefault(bridge, seg)
+        if gw is None:
+            bridge_addrs.setdefault(bridge, [])
+            continue
+        bridge_addrs[bridge].append(f"{gw}/{_prefix(net)}")
+        snat.append(net.cidr)
+        if net.manager != "flat":
+            served = [
+                v
+                for v in snap.vifs.values()
+                if v.network_id == net.id and (not net.multi_host or v.instance_host == host)
+            ]
+            dhcp.append(
+                DhcpServer(
+                    network_uuid=net.uuid,
+                    label=net.label,
+                    bridge=bridge,
+                    listen_address=gw,
+                    dhcp_start=net.dhcp_start or gw,
+                    netmask=net.netmask,
+                    router=gw,
+                    dns_servers=tuple(d for d in (net.dns1, net.dns2) if d),
+                    domain=cfg.dhcp_domain,
+                    lease_time=cfg.dhcp_lease_time,
+                    mtu=cfg.network_device_mtu,
+                    hosts=tuple(
+                        sorted(
+                            (DhcpHost(v.mac, v.hostname, a) for v in served for a in v.addresses),
+                            key=lambda h: h.mac,
+                        )
+                    ),
+                )
+            )
+        if net.vpn_public_address and net.vpn_public_port and net.vpn_private_address:
+            vpn.append(VpnForward(net.vpn_public_address, net.vpn_public_port, net.vpn_private_address))
+
+    bridges = tuple(
+        Bridge(name, tuple(addrs), bridge_segment.get(name), cfg.network_device_mtu)
+        for name, addrs in sorted(bridge_addrs.items())
+    )
+    floating = tuple(
+        FloatingNat(f.address, f.fixed_address, f.interface)
+        for f in sorted(snap.floating.values(), key=lambda f: f.address)
+    )
+    nat = None
+    if snat or floating:
+        meta = cfg.effective_metadata_host
+        no_snat = (*cfg.dmz_cidr, f"{meta}/32") if meta else tuple(cfg.dmz_cidr)
+        nat = NatState(
+            public_interface=cfg.public_interface,
+            routing_source_ip=cfg.effective_routing_source_ip,
+            snat_ranges=(cfg.fixed_range,) if cfg.fixed_range else tuple(sorted(set(snat))),
+            no_snat_destinations=tuple(no_snat),
+            force_snat_ranges=tuple(cfg.force_snat_range),
+            metadata_host=meta or None,
+            metadata_port=cfg.metadata_port,
+            floating=floating,
+            vpn=tuple(sorted(vpn, key=lambda x: (x.public_address, x.public_port))),
+        )
+    vifs = tuple(
+        sorted(
+            (
+                VifFilter(
+                    v.devname, snap.networks[v.network_id].bridge or "", v.mac, tuple(sorted(v.addresses))
+                )
+                for v in local_vifs
+                if v.network_id in snap.networks
+            ),
+            key=lambda f: f.port,
+        )
+    )
+    bridge_of = {n.id: n.bridge or "" for n in snap.networks.values()}
+    releases = tuple(sorted((bridge_of.get(nid, ""), addr, mac) for nid, addr, mac in snap.releases))
+    return HostState(host=host, bridges=bridges, dhcp=tuple(dhcp), nat=nat, vifs=vifs, releases=releases)
