@@ -58,7 +58,9 @@ class Netns:
 class World:
     """Namespaces and veth pairs of one test, removed at the end even on failure."""
 
-    suffix: str = field(default_factory=lambda: secrets.token_hex(3))
+    # The creating pid is part of every name, so the sweeper of a concurrent run never
+    # deletes namespaces a live test session still uses.
+    suffix: str = field(default_factory=lambda: f"{os.getpid()}-{secrets.token_hex(2)}")
     namespaces: list[Netns] = field(default_factory=list)
 
     def ns(self, role: str) -> Netns:
@@ -86,11 +88,15 @@ def _sweep() -> None:
     out = sh(["ip", "netns", "list"], check=False)
     for line in out.splitlines():
         name = line.split()[0] if line.strip() else ""
-        if name.startswith(PREFIX):
-            pids = sh(["ip", "netns", "pids", name], check=False).split()
-            if pids:
-                continue  # someone is still using it: not ours to end
-            sh(["ip", "netns", "del", name], check=False)
+        if not name.startswith(PREFIX):
+            continue
+        parts = name.split("-")
+        creator = parts[-2] if len(parts) >= 3 else ""
+        if creator.isdigit() and os.path.exists(f"/proc/{creator}"):
+            continue  # its test session still runs
+        if sh(["ip", "netns", "pids", name], check=False).split():
+            continue  # someone is still using it: not ours to end
+        sh(["ip", "netns", "del", name], check=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

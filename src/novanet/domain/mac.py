@@ -20,4 +20,4 @@ def random_mac(rand: Callable[[int], int] | None = None) -> str:
 def normalize_mac(value: str) -> str | None:
     """Lower-case colon form, or None when ``value`` is not a MAC address."""
     v = value.strip().lower().replace("-", ":")
-    return v if _MAC.match(v) else None
+    return v if _MAC.fullmatch(v) else None

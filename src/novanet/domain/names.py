@@ -17,7 +17,7 @@ _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9\-]{0,61}[A-Za-z0-9])?$")
 
 def interface_name(value: str, what: str = "interface") -> str:
     """A Linux interface name: 1..15 characters of [A-Za-z0-9_.-], not '.' or '..'."""
-    if not _IFNAME.match(value) or value in (".", ".."):
+    if not _IFNAME.fullmatch(value) or value in (".", ".."):
         raise InvalidInput(
             f"invalid {what} name {value!r}: use 1-15 characters of letters, digits, '_', '.', '-'"
         )
@@ -25,13 +25,13 @@ def interface_name(value: str, what: str = "interface") -> str:
 
 
 def project_id(value: str) -> str:
-    if not _PROJECT.match(value):
+    if not _PROJECT.fullmatch(value):
         raise InvalidInput(f"invalid project id {value!r}: use 1-255 characters of letters, digits, '_.-@'")
     return value
 
 
 def host_name(value: str) -> str:
-    if not _HOST.match(value):
+    if not _HOST.fullmatch(value):
         raise InvalidInput(
             f"invalid host name {value!r}: use 1-255 characters of letters, digits, '_', '.', '-'"
         )
@@ -39,7 +39,7 @@ def host_name(value: str) -> str:
 
 
 def pool_name(value: str) -> str:
-    if not _POOL.match(value):
+    if not _POOL.fullmatch(value):
         raise InvalidInput(
             f"invalid pool name {value!r}: use 1-255 characters of letters, digits, '_', '.', '-'"
         )
@@ -47,14 +47,14 @@ def pool_name(value: str) -> str:
 
 
 def label(value: str) -> str:
-    if not _LABEL.match(value):
+    if not _LABEL.fullmatch(value):
         raise InvalidInput(f"invalid label {value!r}: 1-255 printable characters")
     return value
 
 
 def dns_hostname(value: str) -> str:
     """A single DNS label, as dnsmasq will hand it to the guest."""
-    if not _HOSTNAME.match(value):
+    if not _HOSTNAME.fullmatch(value):
         raise InvalidInput(f"invalid hostname {value!r}: one DNS label of letters, digits and '-' (max 63)")
     return value
 

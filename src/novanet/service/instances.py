@@ -213,12 +213,7 @@ def _allocate_on(
     ctx: Ctx, conn: Connection, net: Network, uuid: str, req: AllocateRequest, address: str | None
 ) -> VifView:
     cfg = ctx.config
-    gateway = net.gateway
-    if net.multi_host:
-        if not cfg.share_dhcp_address:
-            lock(ctx, conn, f"host-address:{net.id}:{req.host}")
-            gateway = fixedsvc.host_address(ctx, conn, net, req.host, create=True)
-    elif net.host is None:
+    if not net.multi_host and net.host is None:
         # Single-host: the first allocation names the network host.
         conn.execute(
             networks.update()
@@ -239,6 +234,11 @@ def _allocate_on(
     else:
         fixed_id, taken = fixedsvc.pick_free(ctx, conn, net)
     fixedsvc.claim(conn, fixed_id, instance_uuid=uuid, vif_id=vif_id)
+    gateway = net.gateway
+    if net.multi_host and not cfg.share_dhcp_address:
+        # After the instance's own address, so a requested address is never taken first.
+        lock(ctx, conn, f"host-address:{net.id}:{req.host}")
+        gateway = fixedsvc.host_address(ctx, conn, net, req.host, create=True)
     dhcp = gateway if net.manager != "flat" else None
     return VifView(vif_uuid, mac, net, gateway, dhcp, (FixedAddress(taken),))
 

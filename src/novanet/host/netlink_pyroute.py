@@ -1,0 +1,318 @@
+"""``LinkBackend`` on the kernel through pyroute2 (rtnetlink; no ``ip`` commands).
+
+The agent runs inside its own network namespace, so the default is the namespace of the
+process. ``netns`` names a namespace under /run/netns instead: pyroute2 opens the netlink
+socket from a short-lived child that entered it, so the calling thread never changes
+namespace. It must exist: we pass ``flags=0`` because pyroute2's default would create it.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from ipaddress import IPv4Interface, IPv4Network
+from socket import AF_INET
+from types import TracebackType
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from novanet.domain.names import interface_name
+from novanet.host.netlink_base import (
+    ZERO_MAC,
+    Address,
+    KernelFeatureMissing,
+    Link,
+    LinkError,
+    NamespaceNotFound,
+    ObjectExists,
+    ObjectNotFound,
+    Route,
+    canonical_cidr,
+)
+
+_NETNS = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_IFF_UP = 0x1
+_IFA_F_SECONDARY = 0x1
+_MAIN_TABLE = 254
+_PROTO_KERNEL = 2
+_RTN_UNICAST = 1
+_MISSING = {errno.ENODEV, errno.ENOENT, errno.ESRCH, errno.EADDRNOTAVAIL}
+
+
+def netns_name(value: str) -> str:
+    if not _NETNS.match(value) or value in (".", ".."):
+        raise LinkError(f"invalid network namespace name {value!r}")
+    return value
+
+
+@contextmanager
+def _kernel(what: str, feature: str | None = None) -> Iterator[None]:
+    """Turn a netlink errno into our typed errors, naming the operation."""
+    try:
+        yield
+    except NetlinkError as e:
+        detail = f"{what}: {e.args[1] if len(e.args) > 1 else e} (errno {e.code})"
+        if e.code == errno.EEXIST:
+            raise ObjectExists(detail) from None
+        if e.code in _MISSING:
+            raise ObjectNotFound(detail) from None
+        if feature is not None and e.code == errno.EOPNOTSUPP:
+            raise KernelFeatureMissing(feature, detail) from None
+        raise LinkError(detail) from None
+
+
+class PyrouteLinks:
+    """Links, addresses, routes and VXLAN FDB of one network namespace."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns_name(netns) if netns is not None else None
+        try:
+            self._ipr = IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute()
+        except FileNotFoundError:
+            raise NamespaceNotFound(f"network namespace {netns} does not exist") from None
+
+    def __enter__(self) -> PyrouteLinks:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    # -- reading -----------------------------------------------------------------------
+    def _index(self, name: str) -> int:
+        found = self._ipr.link_lookup(ifname=interface_name(name))
+        if not found:
+            raise ObjectNotFound(f"interface {name} not found")
+        return int(found[0])
+
+    def _names(self) -> dict[int, str]:
+        return {int(m["index"]): str(m.get("ifname")) for m in self._ipr.link("dump")}
+
+    def _to_link(self, msg: Any, names: dict[int, str]) -> Link:
+        kind = msg.get(("linkinfo", "kind"))
+
+        def data(key: str) -> Any:
+            return msg.get(("linkinfo", "data", key))
+
+        master = msg.get("master")
+        fields: dict[str, Any] = {}
+        if kind == "bridge":
+            fields = {"stp": bool(data("br_stp_state")), "forward_delay": data("br_forward_delay")}
+        elif kind == "vxlan":
+            lower = data("vxlan_link")
+            fields = {
+                "vni": data("vxlan_id"),
+                "local": data("vxlan_local"),
+                "port": data("vxlan_port"),
+                "learning": bool(data("vxlan_learning")),
+                "parent": names.get(lower) if lower else None,
+            }
+        elif kind == "vlan":
+            fields = {"vlan_id": data("vlan_id"), "parent": names.get(msg.get("link") or 0)}
+        return Link(
+            name=str(msg.get("ifname")),
+            index=int(msg["index"]),
+            kind=kind,
+            up=bool(msg["flags"] & _IFF_UP),
+            mtu=int(msg.get("mtu")),
+            mac=str(msg.get("address")),
+            master=names.get(master) if master else None,
+            **fields,
+        )
+
+    def links(self) -> list[Link]:
+        with _kernel("list links"):
+            msgs = list(self._ipr.link("dump"))
+        names = {int(m["index"]): str(m.get("ifname")) for m in msgs}
+        return [self._to_link(m, names) for m in msgs]
+
+    def link(self, name: str) -> Link | None:
+        interface_name(name)
+        with _kernel(f"get {name}"):
+            try:
+                msg = self._ipr.link("get", ifname=name)[0]
+            except NetlinkError as e:
+                if e.code == errno.ENODEV:
+                    return None
+                raise
+            return self._to_link(msg, self._names())
+
+    def addresses(self, name: str) -> list[Address]:
+        idx = self._index(name)
+        with _kernel(f"list addresses of {name}"):
+            msgs = list(self._ipr.addr("dump", family=AF_INET, index=idx))
+        return [
+            Address(
+                f"{m.get('local') or m.get('address')}/{m['prefixlen']}", not m["flags"] & _IFA_F_SECONDARY
+            )
+            for m in msgs
+            if m["index"] == idx
+        ]
+
+    def routes(self, name: str) -> list[Route]:
+        idx = self._index(name)
+        out = []
+        with _kernel(f"list routes of {name}"):
+            msgs = list(self._ipr.route("dump", family=AF_INET, table=_MAIN_TABLE))
+        for m in msgs:
+            if m.get("oif") != idx or m["proto"] == _PROTO_KERNEL or m["type"] != _RTN_UNICAST:
+                continue
+            if m.get("table") != _MAIN_TABLE:
+                continue
+            dst = f"{m.get('dst') or '0.0.0.0'}/{m['dst_len']}"
+            out.append(
+                Route(
+                    dst=dst,
+                    gateway=m.get("gateway"),
+                    metric=m.get("priority"),
+                    scope=m["scope"],
+                    proto=m["proto"],
+                    prefsrc=m.get("prefsrc"),
+                )
+            )
+        return out
+
+    def fdb_remotes(self, name: str) -> list[str]:
+        idx = self._index(name)
+        with _kernel(f"list fdb of {name}"):
+            msgs = list(self._ipr.fdb("dump", ifindex=idx))
+        return [
+            str(m.get("dst"))
+            for m in msgs
+            if m["ifindex"] == idx and m.get("lladdr") == ZERO_MAC and m.get("dst")
+        ]
+
+    # -- links -------------------------------------------------------------------------
+    def add_bridge(self, name: str) -> None:
+        with _kernel(f"create bridge {name}", "bridge"):
+            self._ipr.link(
+                "add", ifname=interface_name(name), kind="bridge", br_stp_state=0, br_forward_delay=0
+            )
+
+    def set_bridge_options(self, name: str, *, stp: bool, forward_delay: int) -> None:
+        idx = self._index(name)
+        # Two messages: the kernel applies the forward delay before the STP state, and
+        # refuses a delay below 2 s (ERANGE) while STP is still on.
+        with _kernel(f"set STP of {name}"):
+            self._ipr.link("set", index=idx, kind="bridge", br_stp_state=int(stp))
+        with _kernel(f"set forward delay of {name}"):
+            self._ipr.link("set", index=idx, kind="bridge", br_forward_delay=forward_delay)
+
+    def add_vxlan(self, name: str, *, vni: int, parent: str | None, local: str | None, port: int) -> None:
+        spec: dict[str, Any] = {"vxlan_id": vni, "vxlan_port": port, "vxlan_learning": 1}
+        if parent is not None:
+            spec["vxlan_link"] = self._index(parent)
+        if local is not None:
+            spec["vxlan_local"] = local
+        with _kernel(f"create vxlan {name}", "vxlan"):
+            self._ipr.link("add", ifname=interface_name(name), kind="vxlan", **spec)
+
+    def add_vlan(self, name: str, *, parent: str, vlan_id: int) -> None:
+        lower = self._index(parent)
+        with _kernel(f"create 802.1Q device {name}", "8021q"):
+            self._ipr.link("add", ifname=interface_name(name), kind="vlan", link=lower, vlan_id=vlan_id)
+
+    def add_veth(self, name: str, peer: str, *, mtu: int | None = None) -> None:
+        extra: dict[str, Any] = {"mtu": mtu} if mtu else {}
+        peer_spec: dict[str, Any] = {"ifname": interface_name(peer), **extra}
+        with _kernel(f"create veth {name}", "veth"):
+            self._ipr.link("add", ifname=interface_name(name), kind="veth", peer=peer_spec, **extra)
+
+    def add_tap(self, name: str) -> None:
+        # pyroute2 does the TUNSETIFF/TUNSETPERSIST ioctls, inside ``netns`` when set.
+        with _kernel(f"create tap {name}", "tun"):
+            self._ipr.link("add", ifname=interface_name(name), kind="tuntap", mode="tap")
+
+    def set_up(self, name: str) -> None:
+        with _kernel(f"set {name} up"):
+            self._ipr.link("set", index=self._index(name), state="up")
+
+    def set_mtu(self, name: str, mtu: int) -> None:
+        with _kernel(f"set mtu {mtu} on {name}"):
+            self._ipr.link("set", index=self._index(name), mtu=mtu)
+
+    def set_mac(self, name: str, mac: str) -> None:
+        with _kernel(f"set mac {mac} on {name}"):
+            self._ipr.link("set", index=self._index(name), address=mac)
+
+    def set_master(self, name: str, master: str | None) -> None:
+        target = self._index(master) if master is not None else 0
+        with _kernel(f"set master of {name} to {master}"):
+            self._ipr.link("set", index=self._index(name), master=target)
+
+    def move_to_netns(self, name: str, netns: str, new_name: str) -> None:
+        # One RTM_NEWLINK: the kernel renames while moving, so the target namespace never
+        # sees the temporary name.
+        idx = self._index(name)
+        try:
+            with _kernel(f"move {name} to {netns} as {new_name}"):
+                self._ipr.link("set", index=idx, net_ns_fd=netns_name(netns), ifname=interface_name(new_name))
+        except FileNotFoundError:
+            raise NamespaceNotFound(f"network namespace {netns} does not exist") from None
+
+    def in_netns(self, netns: str) -> PyrouteLinks:
+        return PyrouteLinks(netns)
+
+    def delete_link(self, name: str) -> None:
+        with _kernel(f"delete {name}"):
+            self._ipr.link("del", index=self._index(name))
+
+    # -- addresses, routes, fdb ----------------------------------------------------------
+    def add_address(self, name: str, cidr: str) -> None:
+        iface = IPv4Interface(canonical_cidr(cidr))
+        spec: dict[str, Any] = {}
+        if iface.network.prefixlen < 31:
+            spec["broadcast"] = str(iface.network.broadcast_address)
+        with _kernel(f"add {iface} to {name}"):
+            self._ipr.addr(
+                "add",
+                index=self._index(name),
+                address=str(iface.ip),
+                prefixlen=iface.network.prefixlen,
+                **spec,
+            )
+
+    def delete_address(self, name: str, cidr: str) -> None:
+        iface = IPv4Interface(canonical_cidr(cidr))
+        with _kernel(f"delete {iface} from {name}"):
+            self._ipr.addr(
+                "del", index=self._index(name), address=str(iface.ip), prefixlen=iface.network.prefixlen
+            )
+
+    def _route_spec(self, name: str, route: Route) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "dst": str(IPv4Network(route.dst)),
+            "oif": self._index(name),
+            "table": _MAIN_TABLE,
+            "scope": route.scope,
+            "proto": route.proto,
+        }
+        if route.gateway:
+            spec["gateway"] = route.gateway
+        if route.metric is not None:
+            spec["priority"] = route.metric
+        if route.prefsrc:
+            spec["prefsrc"] = route.prefsrc
+        return spec
+
+    def add_route(self, name: str, route: Route) -> None:
+        with _kernel(f"add route {route.dst} via {route.gateway or 'link'} dev {name}"):
+            self._ipr.route("add", **self._route_spec(name, route))
+
+    def delete_route(self, name: str, route: Route) -> None:
+        with _kernel(f"delete route {route.dst} dev {name}"):
+            self._ipr.route("del", **self._route_spec(name, route))
+
+    def add_fdb_remote(self, name: str, dst: str) -> None:
+        with _kernel(f"append fdb {ZERO_MAC} dst {dst} on {name}"):
+            self._ipr.fdb("append", ifindex=self._index(name), lladdr=ZERO_MAC, dst=dst)
+
+    def delete_fdb_remote(self, name: str, dst: str) -> None:
+        with _kernel(f"delete fdb {ZERO_MAC} dst {dst} on {name}"):
+            self._ipr.fdb("del", ifindex=self._index(name), lladdr=ZERO_MAC, dst=dst)
