@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from novanet.domain.errors import ConfigError, DatabaseError
 
@@ -81,14 +81,20 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+def describe(engine: Engine) -> str:
+    """The database for messages, without its password."""
+    return engine.url.render_as_string(hide_password=True)
+
+
 def current_revision(engine: Engine) -> str | None:
     """The schema revision stamped in the database, or None for an empty database."""
-    insp_conn = engine.connect()
     try:
-        insp_conn.info["begin_mode"] = "DEFERRED"
-        if not sa.inspect(insp_conn).has_table("alembic_version"):
-            return None
-        row = insp_conn.execute(sa.text("SELECT version_num FROM alembic_version")).first()
-        return None if row is None else str(row[0])
-    finally:
-        insp_conn.close()
+        with engine.connect() as conn:
+            conn.info["begin_mode"] = "DEFERRED"
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            row = conn.execute(sa.text("SELECT version_num FROM alembic_version")).first()
+            return None if row is None else str(row[0])
+    except DBAPIError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise DatabaseError(f"cannot use the database {describe(engine)}: {first}") from None

@@ -1,0 +1,1 @@
+"""The ``novanet`` command: nova-manage's network commands, over the service layer."""

@@ -1,0 +1,379 @@
+"""One dnsmasq per network on this host, converged to the desired DhcpServers.
+
+Layout: ``<networks_path>/<host>/<network uuid>/{hosts.d/<mac>, opts, pid, dhcpbridge}``.
+The host name is part of the path so agents of several hosts (each in its own network
+namespace) can share one machine. Directories are 0755 and data files 0644: dnsmasq
+drops to an unprivileged user before it reads them, and a file it cannot read fails
+silently ("no address available"). The lease script is 0700: it may carry the database
+URL, and dnsmasq runs it with the privileges it started with.
+
+A sync costs at most one SIGHUP per network, only when entries were removed or changed
+(dnsmasq keeps those until SIGHUP; new hosts are picked up through inotify), and a
+restart only when the command line itself changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import stat
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+
+from novanet.domain import names
+from novanet.domain.errors import InvalidInput, NovanetError
+from novanet.domain.mac import normalize_mac
+from novanet.host.dnsmasq_config import (
+    DnsmasqOptions,
+    NetworkPaths,
+    argv,
+    host_filename,
+    host_line,
+    hosts_files,
+    lease_script,
+    opts_file,
+    validate,
+)
+from novanet.host.dnsmasq_process import (
+    DnsmasqError,
+    FakeRunner,
+    ProcessRunner,
+    SubprocessRunner,
+    is_our_dnsmasq,
+    read_pid,
+)
+from novanet.host.model import DhcpServer
+
+__all__ = [
+    "DnsmasqError",
+    "DnsmasqManager",
+    "DnsmasqOptions",
+    "FakeRunner",
+    "NetworkPaths",
+    "ProcessRunner",
+    "SubprocessRunner",
+    "SyncReport",
+    "argv",
+    "host_filename",
+    "host_line",
+    "hosts_files",
+    "lease_script",
+    "opts_file",
+    "validate",
+]
+
+log = logging.getLogger(__name__)
+
+DIR_MODE = 0o755
+FILE_MODE = 0o644
+SCRIPT_MODE = 0o700
+
+
+@dataclass
+class SyncReport:
+    """What one sync did, per network uuid; ``errors`` holds networks left unconverged."""
+
+    started: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    reloaded: list[str] = field(default_factory=list)  # got one SIGHUP
+    stopped: list[str] = field(default_factory=list)
+    hosts_added: int = 0
+    hosts_changed: int = 0
+    hosts_removed: int = 0
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _ensure_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != DIR_MODE:
+        path.chmod(DIR_MODE)
+
+
+def _write_if_changed(path: Path, content: str, mode: int) -> bool:
+    """Replace ``path`` atomically (a dot-named temporary file renamed over it) when its
+    content or mode differs; True when it was written."""
+    try:
+        st = path.stat()
+        if stat.S_IMODE(st.st_mode) == mode and path.read_text(encoding="utf-8") == content:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # not subject to the umask, unlike the open() mode
+        os.write(fd, content.encode("utf-8"))
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return True
+
+
+def unreadable_ancestor(path: Path) -> Path | None:
+    """The first directory on the way to ``path`` that other users cannot traverse."""
+    for p in [path, *path.parents]:
+        try:
+            mode = p.stat().st_mode
+        except OSError:
+            continue
+        if not mode & stat.S_IXOTH:
+            return p
+    return None
+
+
+class DnsmasqManager:
+    """Starts, reloads, restarts and stops the dnsmasq of each network on one host."""
+
+    def __init__(
+        self,
+        networks_path: str | Path,
+        host: str,
+        lease_script_argv: Sequence[str],
+        runner: ProcessRunner,
+        options: DnsmasqOptions = DnsmasqOptions(),
+        *,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        self.networks_path = Path(networks_path).absolute()
+        self.host = names.host_name(host)
+        self.base = self.networks_path / self.host
+        self.lease_script_argv = list(lease_script_argv)
+        self.runner = runner
+        self.options = options
+        self.stop_timeout = stop_timeout
+        self._warned: set[Path] = set()
+
+    def paths(self, network_uuid: str) -> NetworkPaths:
+        return NetworkPaths.of(self.networks_path, self.host, network_uuid)
+
+    # --- processes ---------------------------------------------------------------
+
+    def pid_of(self, network_uuid: str) -> int | None:
+        """The pid of the network's running dnsmasq, verified through /proc."""
+        p = self.paths(network_uuid)
+        pid = read_pid(p.pid)
+        if pid is None or not is_our_dnsmasq(self.runner.cmdline(pid), p.pid, self.options.binary):
+            return None
+        return pid
+
+    def running(self) -> dict[str, int]:
+        """Every network of this host whose dnsmasq runs: uuid -> pid."""
+        return {uuid: pid for uuid in self._network_dirs() if (pid := self.pid_of(uuid)) is not None}
+
+    def _start(self, p: NetworkPaths, cmd: list[str]) -> None:
+        # dnsmasq's foreground part exits once the daemon has bound its sockets, read its
+        # files and run the lease script's init (a failing init is a failed start).
+        self.runner.start_daemon(cmd)
+        for _ in range(50):  # the pid file is written by the daemon: allow it a moment
+            if self.pid_of(p.root.name) is not None:
+                break
+            time.sleep(0.02)
+        else:
+            raise DnsmasqError(f"dnsmasq started but is not running with pid file {p.pid}")
+        p.reload_mark.unlink(missing_ok=True)  # a fresh process read everything
+
+    def stop(self, network_uuid: str) -> bool:
+        """SIGTERM the network's dnsmasq (SIGKILL if it lingers); False if none ran."""
+        p = self.paths(network_uuid)
+        pid = self.pid_of(network_uuid)
+        if pid is None:
+            return False
+        try:
+            self.runner.signal(pid, signal.SIGTERM)
+            if not self.runner.wait_gone(pid, self.stop_timeout):
+                if is_our_dnsmasq(self.runner.cmdline(pid), p.pid, self.options.binary):
+                    self.runner.signal(pid, signal.SIGKILL)
+                if not self.runner.wait_gone(pid, self.stop_timeout):
+                    raise DnsmasqError(f"dnsmasq {pid} of network {network_uuid} does not exit")
+        except ProcessLookupError:
+            pass
+        p.pid.unlink(missing_ok=True)  # dnsmasq leaves it behind
+        return True
+
+    # --- files -------------------------------------------------------------------
+
+    def _sync_hosts(self, p: NetworkPaths, wanted: dict[str, str]) -> tuple[int, int, int]:
+        """Make hosts.d hold exactly ``wanted``; returns (added, changed, removed)."""
+        present = set()
+        for name in os.listdir(p.hosts_dir):
+            if name.startswith("."):
+                (p.hosts_dir / name).unlink(missing_ok=True)  # a write cut short
+            else:
+                present.add(name)
+        new = sorted(wanted.keys() - present)
+        changed = [
+            n for n in sorted(wanted.keys() & present) if not _same(p.hosts_dir / n, wanted[n], FILE_MODE)
+        ]
+        stale = sorted(present - wanted.keys())
+        if changed or stale:
+            # dnsmasq keeps entries of changed and deleted files until SIGHUP: the mark is
+            # set before the files change, so a crash in between still ends in a SIGHUP.
+            p.reload_mark.touch(mode=FILE_MODE)
+        for name in new + changed:
+            _write_if_changed(p.hosts_dir / name, wanted[name], FILE_MODE)
+        for name in stale:
+            (p.hosts_dir / name).unlink(missing_ok=True)
+        return len(new), len(changed), len(stale)
+
+    def _warn_unreadable(self, p: NetworkPaths) -> None:
+        bad = unreadable_ancestor(p.hosts_dir)
+        if bad is not None and bad not in self._warned:
+            self._warned.add(bad)
+            log.warning(
+                "%s is not searchable by other users: dnsmasq reads %s after dropping root "
+                "and will answer 'no address available'",
+                bad,
+                p.hosts_dir,
+            )
+
+    # --- convergence -------------------------------------------------------------
+
+    def _sync_one(self, server: DhcpServer, report: SyncReport) -> None:
+        p = self.paths(server.network_uuid)
+        cmd = argv(server, p, self.options)
+        hosts = hosts_files(server)
+        _ensure_dir(self.networks_path)
+        for d in (self.base, p.root, p.hosts_dir):
+            _ensure_dir(d)
+        self._warn_unreadable(p)
+        _write_if_changed(p.script, lease_script(self.lease_script_argv, server, self.host), SCRIPT_MODE)
+        opts = opts_file(server)
+        if not _same(p.opts, opts, FILE_MODE):
+            p.reload_mark.touch(mode=FILE_MODE)  # the opts file is read on SIGHUP only
+            _write_if_changed(p.opts, opts, FILE_MODE)
+        added, changed, removed = self._sync_hosts(p, hosts)
+        report.hosts_added += added
+        report.hosts_changed += changed
+        report.hosts_removed += removed
+
+        uuid = server.network_uuid
+        pid = self.pid_of(uuid)
+        if pid is not None and self.runner.cmdline(pid) != cmd:
+            self.stop(uuid)
+            self._start(p, cmd)
+            report.restarted.append(uuid)
+        elif pid is None:
+            self._start(p, cmd)
+            report.started.append(uuid)
+        elif p.reload_mark.exists():
+            self.runner.signal(pid, signal.SIGHUP)
+            p.reload_mark.unlink()
+            report.reloaded.append(uuid)
+
+    def _network_dirs(self) -> list[str]:
+        """Network uuids that have a state directory under this host's."""
+        try:
+            entries = sorted(self.base.iterdir())
+        except FileNotFoundError:
+            return []
+        out = []
+        for e in entries:
+            try:
+                if e.is_dir() and names.network_uuid(e.name) == e.name:
+                    out.append(e.name)
+            except InvalidInput:
+                continue  # not ours: left alone
+        return out
+
+    def sync(self, servers: Sequence[DhcpServer], *, prune: bool = True) -> SyncReport:
+        """Converge every network in ``servers``; with ``prune`` (a full sync) stop the
+        dnsmasq of every other network and remove its directory.
+
+        A network that fails is reported in ``errors`` and the others still converge.
+        """
+        report = SyncReport()
+        wanted = set()
+        for server in servers:
+            wanted.add(server.network_uuid)
+            try:
+                self._sync_one(server, report)
+            except (NovanetError, OSError) as exc:
+                report.errors[server.network_uuid] = str(exc)
+                log.error("dhcp for network %s: %s", server.network_uuid, exc)
+        if prune:
+            for uuid in self._network_dirs():
+                if uuid in wanted:
+                    continue
+                try:
+                    if self.stop(uuid):
+                        report.stopped.append(uuid)
+                    shutil.rmtree(self.paths(uuid).root)
+                except (NovanetError, OSError) as exc:
+                    report.errors[uuid] = str(exc)
+        return report
+
+    def release(self, bridge: str, address: str, mac: str) -> None:
+        """Drop a lease now (force_dhcp_release): ``dhcp_release <bridge> <address> <mac>``.
+
+        dnsmasq then runs the lease script with ``del``. Nothing happens when the lease
+        is unknown to dnsmasq (dhcp_release gets no answer).
+        """
+        names.interface_name(bridge, "bridge")
+        norm = normalize_mac(mac)
+        if norm is None:
+            raise InvalidInput(f"invalid MAC address {mac!r}")
+        try:
+            addr = str(IPv4Address(address))
+        except ValueError:
+            raise InvalidInput(f"invalid address {address!r}") from None
+        self.runner.run(["dhcp_release", bridge, addr, norm])
+
+    def check(self, servers: Sequence[DhcpServer]) -> list[str]:
+        """Drift between the host and ``servers``, one readable line per problem."""
+        out: list[str] = []
+        wanted = set()
+        for server in servers:
+            uuid = server.network_uuid
+            wanted.add(uuid)
+            try:
+                p = self.paths(uuid)
+                cmd = argv(server, p, self.options)
+                hosts = hosts_files(server)
+            except NovanetError as exc:
+                out.append(f"dhcp {uuid}: invalid desired state: {exc}")
+                continue
+            pid = self.pid_of(uuid)
+            if pid is None:
+                out.append(f"dhcp {uuid}: dnsmasq is not running")
+            elif self.runner.cmdline(pid) != cmd:
+                out.append(f"dhcp {uuid}: dnsmasq {pid} runs with outdated arguments")
+            if not p.hosts_dir.is_dir():
+                out.append(f"dhcp {uuid}: {p.hosts_dir} is missing")
+                continue
+            bad = unreadable_ancestor(p.hosts_dir)
+            if bad is not None:
+                out.append(f"dhcp {uuid}: {bad} is not searchable by dnsmasq's unprivileged user")
+            present = {n for n in os.listdir(p.hosts_dir) if not n.startswith(".")}
+            for name in sorted(hosts.keys() - present):
+                out.append(f"dhcp {uuid}: host file {name} is missing")
+            for name in sorted(present - hosts.keys()):
+                out.append(f"dhcp {uuid}: stale host file {name}")
+            for name in sorted(hosts.keys() & present):
+                if not _same(p.hosts_dir / name, hosts[name], FILE_MODE):
+                    out.append(f"dhcp {uuid}: host file {name} differs")
+            if not _same(p.opts, opts_file(server), FILE_MODE):
+                out.append(f"dhcp {uuid}: options file differs")
+            if not _same(p.script, lease_script(self.lease_script_argv, server, self.host), SCRIPT_MODE):
+                out.append(f"dhcp {uuid}: lease script differs")
+            if p.reload_mark.exists():
+                out.append(f"dhcp {uuid}: dnsmasq still holds removed entries (SIGHUP pending)")
+        for uuid in self._network_dirs():
+            if uuid not in wanted and (pid := self.pid_of(uuid)) is not None:
+                out.append(f"dhcp {uuid}: dnsmasq {pid} runs for a network this host no longer serves")
+        return out
+
+
+def _same(path: Path, content: str, mode: int) -> bool:
+    try:
+        return stat.S_IMODE(path.stat().st_mode) == mode and path.read_text(encoding="utf-8") == content
+    except (OSError, UnicodeDecodeError):
+        return False
