@@ -97,7 +97,7 @@ class Config:
     vxlan_interface: str | None = None
     vxlan_local_ip: str = ""  # empty: my_ip
     vxlan_port: int = 4789
-    agent_poll_interval: float = 0.2  # seconds between change-log polls (SQLite)
+    agent_poll_interval: float = 0.01  # seconds between change-log polls (SQLite)
     agent_resync_interval: int = 60  # seconds between full drift-repairing syncs
     # database
     connection: str = ""  # [database] connection; empty: SQLite under state_path

@@ -87,6 +87,9 @@ def read_snapshot(conn: Connection, host: str) -> Snapshot:
         snap.host_addresses[(h.network_id, h.host)] = h.address
     for f in conn.execute(_FLOATING, {"host": host}):
         snap.floating[f.address] = SnapFloating(f.address, f.fixed_address, f.interface)
+    pool = conn.execute(sa.select(floating_ips.c.address, floating_ips.c.interface)).all()
+    snap.floating_addresses = frozenset(r.address for r in pool)
+    snap.floating_interfaces = frozenset(r.interface for r in pool)
     snap.releases = tuple(
         (r.network_id, r.address, r.mac)
         for r in conn.execute(

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from novanet.cli import admin, fixed, floating, instances, networks
+from novanet.cli import admin, agent, fixed, floating, instances, networks, vif
 from novanet.cli.options import hide_aliases, option
 from novanet.cli.state import State, state
 from novanet.domain.errors import NovanetError
@@ -41,6 +41,8 @@ app.add_typer(fixed.app, name="fixed")
 app.add_typer(floating.app, name="floating")
 app.add_typer(instances.app, name="instance")
 app.add_typer(admin.vpn_app, name="vpn")
+app.add_typer(agent.app, name="agent")
+app.add_typer(vif.app, name="vif")
 
 
 @app.callback()

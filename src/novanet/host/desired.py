@@ -62,6 +62,10 @@ class Snapshot:
     floating: dict[str, SnapFloating] = field(default_factory=dict)  # NATed on this host
     releases: tuple[tuple[int, str, str], ...] = ()  # (network id, address, mac)
     underlay: dict[str, str] = field(default_factory=dict)  # host name -> underlay address
+    # Every floating IP and pool interface in the cloud: a full sync unbinds stale /32s of
+    # these (and only these) from this host's interfaces.
+    floating_addresses: frozenset[str] = frozenset()
+    floating_interfaces: frozenset[str] = frozenset()
     # network id -> every host with an instance on it (cloud-wide; for VXLAN peers)
     network_hosts: dict[int, set[str]] = field(default_factory=dict)
 

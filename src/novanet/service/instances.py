@@ -357,16 +357,18 @@ def deallocate_for_instance(ctx: Ctx, instance_uuid: str) -> dict[str, Any]:
             else:
                 values = {"allocated": False, "virtual_interface_id": None, "updated_at": utcnow()}
                 waiting.append(r.address)
-                if cfg.force_dhcp_release and r.mac is not None:
-                    conn.execute(
-                        dhcp_releases.insert().values(
-                            network_id=r.network_id,
-                            host=inst.host if r.multi_host else r.net_host,
-                            address=r.address,
-                            mac=r.mac,
-                            created_at=utcnow(),
-                        )
+            if dhcp and cfg.force_dhcp_release and r.mac is not None:
+                # Queued even when no lease was reported: a lease the database missed
+                # must not keep dnsmasq from offering the address to its next owner.
+                conn.execute(
+                    dhcp_releases.insert().values(
+                        network_id=r.network_id,
+                        host=inst.host if r.multi_host else r.net_host,
+                        address=r.address,
+                        mac=r.mac,
+                        created_at=utcnow(),
                     )
+                )
             conn.execute(fixed_ips.update().where(fixed_ips.c.id == r.id).values(**values))
         conn.execute(virtual_interfaces.delete().where(virtual_interfaces.c.instance_uuid == uuid))
         conn.execute(instances.delete().where(instances.c.uuid == uuid))
@@ -374,3 +376,20 @@ def deallocate_for_instance(ctx: Ctx, instance_uuid: str) -> dict[str, Any]:
         return {"uuid": uuid, "freed": freed, "awaiting_release": waiting}
 
     return run(ctx, tx)
+
+
+def vifs(ctx: Ctx, ref: str) -> list[dict[str, Any]]:
+    """The network info of the VIFs of an instance, or of one VIF, by UUID."""
+    key = names.instance_uuid(ref)
+
+    def tx(conn: Connection) -> list[dict[str, Any]]:
+        if conn.execute(sa.select(instances.c.uuid).where(instances.c.uuid == key)).first():
+            return _network_info(ctx, conn, key)
+        owner = conn.execute(
+            sa.select(virtual_interfaces.c.instance_uuid).where(virtual_interfaces.c.uuid == key)
+        ).first()
+        if owner is None:
+            raise NotFound(f"no instance or VIF {key} (see `novanet instance show`)")
+        return [v for v in _network_info(ctx, conn, owner.instance_uuid) if v["id"] == key]
+
+    return run(ctx, tx, write=False)

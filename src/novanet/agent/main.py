@@ -1,0 +1,114 @@
+"""Wiring of a real agent: kernel backends, the change waiter, signals."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from novanet.agent import dhcpbridge
+from novanet.agent.loop import Agent, Realizers
+from novanet.agent.metrics import Metrics
+from novanet.agent.snapshot import register_host
+from novanet.host import netlink
+from novanet.host.dnsmasq import DnsmasqManager
+from novanet.host.dnsmasq_config import DnsmasqOptions
+from novanet.host.dnsmasq_process import SubprocessRunner
+from novanet.host.netlink_pyroute import PyrouteLinks
+from novanet.host.nft_backend import RealNft
+from novanet.service.context import CHANNEL, Ctx
+
+log = logging.getLogger("novanet.agent")
+
+
+def build_agent(ctx: Ctx, host: str, config_files: Sequence[str]) -> Agent:
+    """An agent acting on the network namespace this process runs in."""
+    cfg = ctx.config
+    lease_script = dhcpbridge.script_argv(
+        config_files, ctx.engine.url.render_as_string(hide_password=False), sys.executable
+    )
+    realizers = Realizers(
+        links=PyrouteLinks(),
+        nft=RealNft(),
+        dhcp=DnsmasqManager(
+            cfg.effective_networks_path,
+            host,
+            lease_script,
+            SubprocessRunner(),
+            DnsmasqOptions(config_file=cfg.dnsmasq_config_file),
+        ),
+        arp=netlink.gratuitous_arp,
+    )
+    return Agent(ctx, host, realizers, Metrics())
+
+
+class ChangeWaiter:
+    """Sleeps until the change log may hold something new.
+
+    PostgreSQL: LISTEN, woken by the NOTIFY each change sends on commit. SQLite: a short
+    poll (agent_poll_interval); reading the newest change id is one index probe.
+    """
+
+    def __init__(self, ctx: Ctx, stop: threading.Event) -> None:
+        self.ctx, self.stop = ctx, stop
+        self._pg: Any = None
+
+    def wait(self, timeout: float) -> None:
+        if not self.ctx.is_postgres:
+            self.stop.wait(min(timeout, self.ctx.config.agent_poll_interval))
+            return
+        try:
+            if self._pg is None:
+                raw = self.ctx.engine.raw_connection()
+                self._pg = raw
+                driver: Any = raw.driver_connection
+                driver.autocommit = True
+                driver.execute(f"LISTEN {CHANNEL}")
+            for _ in self._pg.driver_connection.notifies(timeout=min(timeout, 1.0), stop_after=1):
+                break
+        except Exception as exc:  # a lost connection falls back to polling until it is back
+            log.warning("LISTEN %s failed: %s", CHANNEL, exc)
+            self.close()
+            self.stop.wait(self.ctx.config.agent_poll_interval)
+
+    def close(self) -> None:
+        if self._pg is not None:
+            try:
+                self._pg.close()
+            finally:
+                self._pg = None
+
+
+def run_agent(agent: Agent, *, metrics_port: int | None = None, underlay: str | None = None) -> int:
+    """Run until SIGTERM or SIGINT. The host is left as it is: a restarted agent converges
+    it again without tearing anything down (no DHCP or NAT outage)."""
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if metrics_port is not None:
+        agent.metrics.serve(metrics_port)
+    register_host(agent.ctx, agent.host, underlay)
+    waiter = ChangeWaiter(agent.ctx, stop)
+    backoff = 0.5
+    try:
+        while not stop.is_set():
+            try:
+                agent.step()
+                backoff = 0.5
+                waiter.wait(1.0)
+            except Exception as exc:  # the loop survives; the next turn is a full sync
+                log.error("sync of %s failed: %s", agent.host, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                agent.needs_full = True
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+    finally:
+        waiter.close()
+    return 0
