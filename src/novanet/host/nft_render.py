@@ -71,6 +71,7 @@ DROP_IP = "drop-ip-spoof"
 DROP_ARP = "drop-arp-spoof"
 DROP_DHCP_SERVER = "drop-dhcp-server"
 DROP_ETHERTYPE = "drop-ethertype"
+DROP_CROSS = "drop-cross-network"  # ip table: routed from one network's bridge to another's
 DROP_COUNTERS = (DROP_MAC, DROP_IP, DROP_ARP, DROP_DHCP_SERVER, DROP_ETHERTYPE)
 
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -117,6 +118,7 @@ def _mac(value: str) -> str:
 
 _IP_SETS = (
     SetSpec("bridges", ("ifname",)),
+    SetSpec("bridge-pairs", ("ifname", "ifname")),  # br . br: routed back into its own bridge
     SetSpec("snat-ranges", ("ipv4_addr",), flags=("interval",)),
     SetSpec("no-snat", ("ipv4_addr",), flags=("interval",)),
     SetSpec("force-snat", ("ipv4_addr",), flags=("interval",)),
@@ -205,7 +207,16 @@ def _nat_chains(nat: NatState) -> list[Chain]:
 
 
 def _filter_chains() -> list[Chain]:
+    iif, oif = meta("iifname"), meta("oifname")
     forward = [
+        # Networks (projects) do not reach each other through the host, except by their
+        # floating IPs (DNATed flows, both directions).
+        Rule("forward within a bridge", [eq(concat(iif, oif), "@bridge-pairs"), ACCEPT]),
+        Rule("forward dnat between bridges", [ct_status_dnat(), ACCEPT]),
+        Rule(
+            "no routing between networks",
+            [eq(iif, "@bridges"), eq(oif, "@bridges"), *counted_drop(DROP_CROSS)],
+        ),
         Rule("forward from bridges", [eq(meta("iifname"), "@bridges"), ACCEPT]),
         Rule("forward to bridges", [eq(meta("oifname"), "@bridges"), ACCEPT]),
         Rule(
@@ -349,13 +360,14 @@ def build(state: HostState) -> Ruleset:
     """The desired contents of both tables for ``state``."""
     chains = _filter_chains()
     elements: dict[tuple[str, str], Elements] = {
-        ("ip", "bridges"): dict.fromkeys(_ifname(b, "bridge") for b in state.bridge_names)
+        ("ip", "bridges"): dict.fromkeys(_ifname(b, "bridge") for b in state.bridge_names),
+        ("ip", "bridge-pairs"): dict.fromkeys((b, b) for b in state.bridge_names),
     }
     if state.nat is not None:
         chains = _nat_chains(state.nat) + chains
         elements.update({("ip", k): v for k, v in _nat_elements(state.nat).items()})
     elements.update({("bridge", k): v for k, v in _vif_elements(state).items()})
-    ip = Table("ip", (), _IP_SETS, tuple(chains))
+    ip = Table("ip", (DROP_CROSS,), _IP_SETS, tuple(chains))
     bridge = Table("bridge", DROP_COUNTERS, _BRIDGE_SETS, tuple(_bridge_chains()))
     return Ruleset((ip, bridge), {k: v for k, v in elements.items() if v})
 
