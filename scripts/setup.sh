@@ -16,7 +16,7 @@ APT_PACKAGES=(
     python3 python3-venv python3-pip python3-dev git
     postgresql postgresql-client
     # kernel (netns) tier
-    iproute2 nftables dnsmasq-base dnsmasq-utils busybox iputils-ping procps
+    iproute2 nftables dnsmasq-base dnsmasq-utils busybox iputils-ping iputils-arping procps iptables
 )
 
 # --- system packages --------------------------------------------------------
