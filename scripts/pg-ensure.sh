@@ -79,6 +79,9 @@ SELECT format('ALTER ROLE %I WITH LOGIN CREATEDB PASSWORD %L', :'role', :'passwo
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
 SELECT format('ALTER DATABASE %I OWNER TO %I', :'db', :'role') \gexec
+-- Tests drop their databases WITH (FORCE); autovacuum workers connected to them
+-- belong to the superuser, and ending those needs pg_signal_backend.
+SELECT format('GRANT pg_signal_backend TO %I', :'role') \gexec
 SQL
 
 # Prove the credentials work over TCP, as the tests will use them.

@@ -228,25 +228,52 @@ def read_files(paths: Iterable[str]) -> dict[str, str]:
             raise ConfigError(f"config file {p} cannot be parsed: {first}") from None
         for key, value in parser.defaults().items():
             raw[_RENAMED.get(key, key)] = value
+        # oslo.config's multi-valued options may repeat a line per value; configparser
+        # keeps only the last one, so read those again from the text.
+        for key, values in _repeated(path.read_text(encoding="utf-8")).items():
+            raw[key] = "\n".join(values)
         if parser.has_section("database") and parser.has_option("database", "connection"):
             raw["connection"] = parser.get("database", "connection")
     return raw
 
 
+_MULTI = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[=:]\s*(.*?)\s*$")
+
+
+def _repeated(text: str) -> dict[str, list[str]]:
+    """Values of list options given on several lines of [DEFAULT]."""
+    found: dict[str, list[str]] = {}
+    section = "DEFAULT"
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped[1:-1].strip()
+            continue
+        m = _MULTI.match(line)
+        if section == "DEFAULT" and m and isinstance(_DEFAULTS.get(m.group(1)), tuple):
+            found.setdefault(m.group(1), []).append(m.group(2))
+    return {k: v for k, v in found.items() if len(v) > 1}
+
+
 def load(config_files: Iterable[str] = (), overrides: Mapping[str, Any] | None = None) -> Config:
     """Build the configuration from nova.conf files, then explicit overrides (CLI flags)."""
     raw = read_files(config_files)
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in _DEFAULTS:
-            continue  # nova.conf holds many options of other services
-        values[key] = _convert(key, _substitute(raw, value))
+    typed: dict[str, Any] = {}
     for key, value in (overrides or {}).items():
         if value is None:
             continue
         if key not in _DEFAULTS:
             raise ConfigError(f"unknown option {key}")
-        values[key] = _convert(key, value) if isinstance(value, str) else value
+        if isinstance(value, str):
+            raw[key] = value  # also seen by $references in the files
+        else:
+            typed[key] = value
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in _DEFAULTS:
+            continue  # nova.conf holds many options of other services
+        values[key] = _convert(key, _substitute(raw, value))
+    values.update(typed)
     try:
         cfg = replace(Config(), **values)
     except TypeError as exc:

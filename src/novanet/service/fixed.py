@@ -39,6 +39,9 @@ def _pick_stmt(postgres: bool) -> sa.Select[Any]:
 
 # Built once: statement construction costs more than SQLite's execution here.
 _PICK = {False: _pick_stmt(False), True: _pick_stmt(True)}
+# PostgreSQL, when every free row is locked by others: wait for them instead of skipping,
+# since a unit that rolls back gives its row back (the lock re-checks the row after).
+_PICK_WAIT = _pick_stmt(True).with_for_update()
 _CLAIM = (
     fixed_ips.update()
     .where(
@@ -60,6 +63,8 @@ _CLAIM = (
 def pick_free(ctx: Ctx, conn: Connection, net: Network) -> tuple[int, str]:
     """The first free address of ``net``: one probe of the free-list index."""
     row = conn.execute(_PICK[ctx.is_postgres], {"net_id": net.id}).first()
+    if row is None and ctx.is_postgres:
+        row = conn.execute(_PICK_WAIT, {"net_id": net.id}).first()
     if row is None:
         raise NoMoreFixedIps(f"no more fixed IPs in network {net.label} ({net.cidr})")
     return int(row.id), str(row.address)
@@ -194,6 +199,12 @@ def _pending_release(conn: Connection, address: str, mac: str) -> bool:
     )
 
 
+def _any_pending(conn: Connection, address: str) -> bool:
+    """Whether a release is queued for ``address`` (with the MAC of its last owner)."""
+    row = conn.execute(sa.select(dhcp_releases.c.id).where(dhcp_releases.c.address == address).limit(1))
+    return row.first() is not None
+
+
 def release(ctx: Ctx, address: str, mac: str) -> LeaseResult:
     """The DHCP server reports a lease gone (dnsmasq `del`).
 
@@ -215,7 +226,7 @@ def release(ctx: Ctx, address: str, mac: str) -> LeaseResult:
                 fixed_ips.update().where(fixed_ips.c.id == row.id).values(leased=False, updated_at=utcnow())
             )
             return LeaseResult(row.address, "released")
-        if not row.allocated and (pending or row.mac is None):
+        if not row.allocated and (pending or (row.mac is None and not _any_pending(conn, row.address))):
             conn.execute(fixed_ips.update().where(fixed_ips.c.id == row.id).values(**disassociate_values()))
             return LeaseResult(row.address, "freed")
         return LeaseResult(row.address, "ignored")

@@ -168,9 +168,10 @@ def allocate_in(
         .order_by(floating_ips.c.id)
         .limit(1)
     )
-    if ctx.is_postgres:
-        stmt = stmt.with_for_update(skip_locked=True)
-    row = conn.execute(stmt).first()
+    row = conn.execute(stmt.with_for_update(skip_locked=True) if ctx.is_postgres else stmt).first()
+    if row is None and ctx.is_postgres:
+        # Every free row locked by others: wait, a unit that rolls back gives its row back.
+        row = conn.execute(stmt.with_for_update()).first()
     if row is None:
         exists = conn.execute(
             sa.select(floating_ips.c.id).where(floating_ips.c.pool == pool).limit(1)
