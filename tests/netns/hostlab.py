@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,6 +195,7 @@ class Lab:
                 proc.wait(timeout=10)
         for pid_file in self.root.glob("state-*/networks/*/*/pid"):
             _stop_dnsmasq(pid_file)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _stop_dnsmasq(pid_file: Path) -> None:
