@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from conftest import Netns, World, sh
+from nslab import Netns, World, sh
 
 NOVANET = str(Path(sys.executable).with_name("novanet"))
 PYTHON = sys.executable

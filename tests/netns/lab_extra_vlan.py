@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hostlab import PYTHON, Lab, eventually
-
-from conftest import Netns
+from nslab import Netns
 
 T = TypeVar("T")
 

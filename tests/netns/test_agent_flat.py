@@ -16,8 +16,7 @@ from lab_extra_vlan import (
     ports_of,
     set_elements,
 )
-
-from conftest import World
+from nslab import World
 
 PUBLIC_HOST = "203.0.113.1"
 OUTSIDE = "203.0.113.254"

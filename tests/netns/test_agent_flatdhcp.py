@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from hostlab import Lab, eventually
-
-from conftest import World
+from nslab import World
 
 PUBLIC_HOST = "203.0.113.1"
 OUTSIDE = "203.0.113.254"

@@ -24,8 +24,7 @@ from lab_extra_vlan import (
     udp_listen,
     udp_send,
 )
-
-from conftest import Netns, World
+from nslab import Netns, World
 
 PUBLIC_HOST = "203.0.113.1"
 OUTSIDE = "203.0.113.254"

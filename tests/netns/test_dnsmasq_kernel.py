@@ -36,7 +36,7 @@ from novanet.service import networks as N
 from novanet.service.context import Ctx
 
 if TYPE_CHECKING:
-    from conftest import Netns, World
+    from nslab import Netns, World
 
 PY = sys.executable
 

@@ -25,7 +25,7 @@ from novanet.host.netlink import (
 )
 
 if TYPE_CHECKING:  # the fixture's types; conftest is not importable as a module
-    from conftest import Netns, World
+    from nslab import Netns, World
 
 
 def ip_json(ns: Netns, *argv: str) -> Any:

@@ -32,7 +32,7 @@ from novanet.host.model import Bridge, FloatingNat, HostState, NatState, VifFilt
 from novanet.host.nft import NftError, RealNft, delta, drift, full_sync
 
 if TYPE_CHECKING:  # the fixture's types; conftest is not importable as a module
-    from conftest import Netns, World
+    from nslab import Netns, World
 
 PY = sys.executable
 GATEWAY = "10.0.0.1"

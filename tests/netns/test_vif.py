@@ -12,7 +12,7 @@ from novanet.host.netlink import PyrouteLinks, ensure_bridges
 from novanet.host.vif import plug_netns, plug_tap, unplug
 
 if TYPE_CHECKING:  # the fixture's types; conftest is not importable as a module
-    from conftest import Netns, World
+    from nslab import Netns, World
 
 MAC = "fa:16:3e:12:34:56"
 DEV = "tap0123456789a"
