@@ -14,7 +14,7 @@ pg_url="$(bash scripts/pg-ensure.sh | tail -n1)"
 export NOVANET_TEST_PG_URL="$pg_url"
 
 echo "test: ruff"
-.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff check src tests $([[ -d benchmarks ]] && echo benchmarks)
 echo "test: mypy"
 .venv/bin/mypy
 echo "test: pytest"

@@ -7,15 +7,20 @@
   what was applied last (nftables element deltas, only the bridges and DHCP servers that
   changed). The kernel ruleset is never listed on this path.
 - A cheap liveness probe every few seconds (our tables exist, bridges exist, each dnsmasq
-  runs) and a full drift check every ``agent_resync_interval``; any drift starts a full
-  sync, which repairs what someone else removed.
+  runs) and a full drift check every ``agent_resync_interval`` (the host against what was
+  applied, and what was applied against a fresh read of the database); any drift starts a
+  full sync, which repairs what someone else removed.
+- The change log is read by id, but ids need not become visible in order (PostgreSQL
+  takes them from a sequence before commit): see ``ChangeCursor``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Connection
@@ -33,6 +38,64 @@ from novanet.service.context import Ctx, run
 log = logging.getLogger("novanet.agent")
 
 PROBE_INTERVAL = 2.0
+GAP_GRACE = 10.0  # seconds a hole in the change-log ids may stay open before it is given up
+GAP_WINDOW = 1000  # ids below the newest that a full sync still watches for late commits
+MAX_TRACKED = 100_000  # a bigger jump of ids is not tracked id by id (the resync backs it up)
+
+
+@dataclass
+class ChangeCursor:
+    """Which entries of the change log have been applied.
+
+    Change ids come from a sequence when the row is inserted, but become visible when
+    their transaction commits: on PostgreSQL id 11 can be read while id 10 is still in
+    flight. Remembering only the highest id read would skip 10 for good. So ``low`` is a
+    watermark (every id up to it was applied or given up on), ``seen`` the applied ids
+    above it, and ``holes`` the missing ids in between with the time each was first
+    missed. A hole fills when its writer commits; one still empty after GAP_GRACE is
+    given up (a rolled-back transaction leaves a hole forever). SQLite commits in id
+    order and never leaves holes, so there ``low`` is simply the newest id.
+    """
+
+    low: int = 0
+    seen: set[int] = field(default_factory=set)
+    holes: dict[int, float] = field(default_factory=dict)
+
+    def reset(self, newest: int, recent: Iterable[int], now: float) -> None:
+        """After a full sync that read the log up to ``newest``; ``recent`` are the ids
+        visible in the GAP_WINDOW below it (the missing ones may still commit)."""
+        self.low = max(newest - GAP_WINDOW, 0)
+        self.seen, self.holes = set(), {}
+        self.mark(recent, now, newest)
+
+    def unseen(self, events: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+        return [e for e in events if e[0] not in self.seen]
+
+    def mark(self, ids: Iterable[int], now: float, newest: int = 0) -> None:
+        """Record ``ids`` as applied and move the watermark as far as it may go; ids up to
+        ``newest`` that are not among them are holes."""
+        for i in ids:
+            if i > self.low:
+                self.seen.add(i)
+                self.holes.pop(i, None)
+        top = max(newest, max(self.seen, default=0))
+        if top - self.low > MAX_TRACKED:
+            log.warning("change log jumped from id %d to %d: not tracking holes", self.low, top)
+            self.low, self.seen, self.holes = top, set(), {}
+            return
+        for i in range(self.low + 1, top + 1):
+            if i not in self.seen:
+                self.holes.setdefault(i, now)
+        while True:
+            nxt = self.low + 1
+            if nxt in self.seen:
+                self.seen.discard(nxt)
+            elif nxt in self.holes and now - self.holes[nxt] >= GAP_GRACE:
+                del self.holes[nxt]
+                log.info("change %d never became visible: skipping it", nxt)
+            else:
+                break
+            self.low = nxt
 
 
 @dataclass
@@ -52,21 +115,33 @@ class Agent:
     metrics: Metrics = field(default_factory=Metrics)
     applied: HostState | None = None
     snap: Snapshot | None = None
-    last_change: int = 0
+    cursor: ChangeCursor = field(default_factory=ChangeCursor)
     needs_full: bool = True
-    _last_probe: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    _last_probe: float = float("-inf")
     _last_resync: float = 0.0
+    _released: set[tuple[str, str, str]] = field(default_factory=set)
+
+    @property
+    def last_change(self) -> int:
+        """Every change up to this id has been applied (or given up on)."""
+        return self.cursor.low
 
     # --- reading -------------------------------------------------------------------
 
-    def _read_full(self) -> tuple[Snapshot, int]:
-        def tx(conn: Connection) -> tuple[Snapshot, int]:
-            return snapmod.read_snapshot(conn, self.host), snapmod.latest_change(conn)
+    def _read_full(self) -> tuple[Snapshot, int, list[int]]:
+        def tx(conn: Connection) -> tuple[Snapshot, int, list[int]]:
+            # The log position first: a change committed while the snapshot is read (on
+            # PostgreSQL every statement sees the latest commits) is then applied again by
+            # the next partial sync instead of being counted as applied and missed.
+            newest = snapmod.latest_change(conn)
+            recent = snapmod.change_ids_after(conn, newest - GAP_WINDOW)
+            return snapmod.read_snapshot(conn, self.host), newest, recent
 
         return run(self.ctx, tx, write=False)
 
     def desired(self) -> HostState:
-        snap, _ = self._read_full()
+        snap, _, _ = self._read_full()
         return desired_state(snap, self.host, self.ctx.config)
 
     # --- syncing -------------------------------------------------------------------
@@ -74,17 +149,20 @@ class Agent:
     def full_sync(self) -> HostState:
         """Make the host match the database from scratch (idempotent)."""
         started = time.perf_counter()
+        self.needs_full = True
         try:
-            snap, last = self._read_full()
+            snap, newest, recent = self._read_full()
             state = desired_state(snap, self.host, self.ctx.config)
+            self._released.clear()
             self._realize(None, state, snap)
         except Exception:
             self.metrics.sync_failures.labels("full").inc()
-            self.needs_full = True
             raise
-        self.snap, self.applied, self.last_change, self.needs_full = snap, state, last, False
-        self._last_resync = time.monotonic()
+        self.snap, self.applied, self.needs_full = snap, state, False
+        self.cursor.reset(newest, recent, self.clock())
+        self._last_resync = self.clock()
         self.metrics.sync_seconds.labels("full").observe(time.perf_counter() - started)
+        self.metrics.pending_changes.set(0)
         self._count(state)
         log.info("full sync of %s: %s", self.host, _summary(state))
         return state
@@ -95,10 +173,10 @@ class Agent:
             self.full_sync()
             return True
         started = time.perf_counter()
-        snap, applied = self.snap, self.applied
+        snap, applied, cursor = self.snap, self.applied, self.cursor
 
         def tx(conn: Connection) -> tuple[list[tuple[int, str, str]], Snapshot]:
-            events = snapmod.changes_after(conn, self.last_change)
+            events = cursor.unseen(snapmod.changes_after(conn, cursor.low))
             if not events:
                 return events, snap
             kinds = {k for _, k, _ in events}
@@ -110,15 +188,18 @@ class Agent:
         try:
             events, new_snap = run(self.ctx, tx, write=False)
             if not events:
+                cursor.mark((), self.clock())  # holes may have timed out
                 self.metrics.pending_changes.set(0)
                 return False
+            self.metrics.pending_changes.set(len(events))
             state = desired_state(new_snap, self.host, self.ctx.config)
             self._realize(applied, state, new_snap)
         except Exception:
             self.metrics.sync_failures.labels("partial").inc()
             self.needs_full = True
             raise
-        self.snap, self.applied, self.last_change = new_snap, state, events[-1][0]
+        self.snap, self.applied = new_snap, state
+        cursor.mark((i for i, _, _ in events), self.clock())
         self.metrics.sync_seconds.labels("partial").observe(time.perf_counter() - started)
         self.metrics.pending_changes.set(0)
         self._count(state)
@@ -130,6 +211,7 @@ class Agent:
             r.forwarding()
         if old is None or old.bridges != new.bridges:
             netlink.ensure_bridges(r.links, new.bridges)
+            self._attach_ports(new)
         if old is None:
             r.nft.apply(nft.full_sync(new))
         else:
@@ -138,10 +220,26 @@ class Agent:
                 r.nft.apply(cmds)
         self._bind_floating(old, new, snap)
         if old is None or old.dhcp != new.dhcp:
-            report = r.dhcp.sync(new.dhcp, prune=old is None)
+            # a network this host stopped serving loses its dnsmasq now, not at the next
+            # full sync
+            gone = old is not None and {d.network_uuid for d in old.dhcp} - {d.network_uuid for d in new.dhcp}
+            report = r.dhcp.sync(new.dhcp, prune=old is None or bool(gone))
             if not report.ok:
                 raise RuntimeError(f"dhcp: {report.errors}")
         self._release(new)
+
+    def _attach_ports(self, state: HostState) -> None:
+        """Put this host's instance ports back on their bridge: a bridge deleted and
+        created again comes back without them (a port not plugged yet is left alone)."""
+        links = self.realizers.links
+        bridges = set(state.bridge_names)
+        for vif in state.vifs:
+            if vif.bridge not in bridges:
+                continue
+            port = links.link(vif.port)
+            if port is not None and port.master != vif.bridge:
+                links.set_master(vif.port, vif.bridge)
+                log.info("put %s back on %s", vif.port, vif.bridge)
 
     def _bind_floating(self, old: HostState | None, new: HostState, snap: Snapshot) -> None:
         """Floating IPs bound /32 on their interfaces. A full sync also removes the /32s of
@@ -169,23 +267,45 @@ class Agent:
                 had[iface] = bound & snap.floating_addresses
             add = want.get(iface, set()) - had.get(iface, set())
             gone = had.get(iface, set()) - want.get(iface, set())
-            if add:
-                netlink.bind_addresses(links, iface, add)
-                if self.ctx.config.send_arp_for_ha and self.realizers.arp is not None:
-                    for address in sorted(add):
-                        self.realizers.arp(iface, address, self.ctx.config.send_arp_for_ha_count)
-            if gone:
-                netlink.unbind_addresses(links, iface, gone)
+            if add or gone:
+                # Straight to the backend: the difference is known, no listing of the
+                # interface's (possibly 10,000) addresses on the partial-sync path.
+                links.set_host_addresses(
+                    iface, [f"{a}/32" for a in sorted(add)], [f"{a}/32" for a in sorted(gone)]
+                )
+            if add and self.ctx.config.send_arp_for_ha and self.realizers.arp is not None:
+                self._announce(iface, sorted(add))
+
+    def _announce(self, iface: str, addresses: list[str]) -> None:
+        """Gratuitous ARP takes seconds per address: never inside the sync."""
+        arp, count = self.realizers.arp, self.ctx.config.send_arp_for_ha_count
+        assert arp is not None
+
+        def send() -> None:
+            for address in addresses:
+                try:
+                    arp(iface, address, count)
+                except Exception as exc:  # an unanswered announcement is not a failed sync
+                    log.warning("gratuitous ARP for %s on %s: %s", address, iface, exc)
+
+        threading.Thread(target=send, name=f"garp-{iface}", daemon=True).start()
 
     def _release(self, state: HostState) -> None:
         """force_dhcp_release: drop each queued lease, then free the address in the DB
-        (dnsmasq's `del` event does the same; whichever comes first wins)."""
-        for bridge, address, mac in state.releases:
+        (dnsmasq's `del` event does the same; whichever comes first wins). Freeing records
+        no change, so a queued release stays in the snapshot until the next full read:
+        each is done once."""
+        self._released &= set(state.releases)
+        for item in state.releases:
+            if item in self._released:
+                continue
+            bridge, address, mac = item
             try:
                 self.realizers.dhcp.release(bridge, address, mac)
             except Exception as exc:
                 log.warning("dhcp_release %s %s on %s: %s", address, mac, bridge, exc)
             fixedsvc.release(self.ctx, address, mac)
+            self._released.add(item)
 
     def _count(self, state: HostState) -> None:
         m = self.metrics.elements
@@ -197,43 +317,104 @@ class Agent:
 
     # --- drift -----------------------------------------------------------------------
 
-    def check(self, state: HostState | None = None) -> list[str]:
-        """Every difference between the host and the database, one line each."""
-        expected = state if state is not None else self.desired()
+    def check(self, state: HostState | None = None, snap: Snapshot | None = None) -> list[str]:
+        """Every difference between the host and the database (or ``state``, read from
+        ``snap``), one line each."""
+        if state is None:
+            snap, _, _ = self._read_full()
+            state = desired_state(snap, self.host, self.ctx.config)
         r = self.realizers
-        out = [f"links: {d}" for d in netlink.drift(expected.bridges, r.links)]
-        out += [f"nftables: {d}" for d in nft.drift(expected, r.nft)]
-        out += [f"dhcp: {d}" for d in r.dhcp.check(expected.dhcp)]
+        out = [f"links: {d}" for d in netlink.drift(state.bridges, r.links)]
+        out += [f"links: {d}" for d in self._port_drift(state)]
+        out += [f"floating: {d}" for d in self._floating_drift(state, snap)]
+        out += [f"nftables: {d}" for d in nft.drift(state, r.nft)]
+        out += [f"dhcp: {d}" for d in r.dhcp.check(state.dhcp)]
+        return out
+
+    def _port_drift(self, state: HostState) -> list[str]:
+        out = []
+        for vif in state.vifs:
+            port = self.realizers.links.link(vif.port)
+            if vif.bridge and port is not None and port.master != vif.bridge:
+                out.append(f"instance port {vif.port} is not on bridge {vif.bridge}")
+        return out
+
+    def _floating_drift(self, state: HostState, snap: Snapshot | None) -> list[str]:
+        """Floating IPs not bound /32 where they are NATed, and /32s of pool addresses
+        bound here that this host does not NAT."""
+        want: dict[str, set[str]] = {}
+        for f in state.nat.floating if state.nat else ():
+            want.setdefault(f.interface, set()).add(f.address)
+        ifaces = set(want) | (set(snap.floating_interfaces) if snap is not None else set())
+        out = []
+        for iface in sorted(ifaces):
+            if self.realizers.links.link(iface) is None:
+                if iface in want:
+                    out.append(f"interface {iface} of {len(want[iface])} floating IPs does not exist")
+                continue
+            bound = {a.cidr[:-3] for a in self.realizers.links.addresses(iface) if a.cidr.endswith("/32")}
+            missing = want.get(iface, set()) - bound
+            stale = (bound & snap.floating_addresses) - want.get(iface, set()) if snap is not None else set()
+            if missing:
+                out.append(f"{len(missing)} not bound on {iface}: {_some(missing)}")
+            if stale:
+                out.append(f"{len(stale)} bound on {iface} but not NATed here: {_some(stale)}")
         return out
 
     def probe(self) -> list[str]:
-        """Cheap liveness check of what a full sync would repair."""
+        """Cheap liveness check of what a full sync would repair (no file is read and no
+        element listed: one link lookup per bridge, one /proc read per dnsmasq, and the
+        names of the nftables tables)."""
         if self.applied is None:
             return []
-        problems = []
-        for b in self.applied.bridges:
-            if self.realizers.links.link(b.name) is None:
-                problems.append(f"bridge {b.name} is missing")
-        problems += [p for p in self.realizers.dhcp.check(self.applied.dhcp) if "not running" in p]
-        if (self.applied.nat is not None or self.applied.vifs) and not self.realizers.nft.tables_present():
+        r = self.realizers
+        applied = self.applied
+        problems = [f"bridge {b.name} is missing" for b in applied.bridges if r.links.link(b.name) is None]
+        problems += [
+            f"dnsmasq of network {d.network_uuid} is not running"
+            for d in applied.dhcp
+            if r.dhcp.pid_of(d.network_uuid) is None
+        ]
+        if (applied.nat is not None or applied.vifs) and not r.nft.tables_present():
             problems.append("novanet nftables tables are missing")
         return problems
+
+    def missed(self) -> list[str]:
+        """What was applied against a fresh read of the database: a change that never
+        reached the change log (or a hole given up too early) shows here."""
+        if self.applied is None:
+            return []
+        cursor = self.cursor
+
+        def tx(conn: Connection) -> tuple[Snapshot, list[tuple[int, str, str]]]:
+            snap = snapmod.read_snapshot(conn, self.host)
+            # read after the snapshot: a change committed meanwhile is pending, not missed
+            return snap, cursor.unseen(snapmod.changes_after(conn, cursor.low))
+
+        snap, pending = run(self.ctx, tx, write=False)
+        if pending:
+            return []  # the next partial sync brings them
+        fresh = desired_state(snap, self.host, self.ctx.config)
+        # queued releases leave the snapshot without a change being logged
+        if dataclasses.replace(fresh, releases=()) == dataclasses.replace(self.applied, releases=()):
+            return []
+        return ["the database differs from what was applied (a change the log did not bring)"]
 
     # --- the loop ----------------------------------------------------------------------
 
     def step(self) -> None:
         """One turn of the loop: sync what is needed, probe, and repair drift."""
-        now = time.monotonic()
         if self.needs_full:
             self.full_sync()
             return
         self.partial_sync()
+        now = self.clock()
         if now - self._last_probe >= PROBE_INTERVAL:
             self._last_probe = now
             problems = self.probe()
             if not problems and now - self._last_resync >= self.ctx.config.agent_resync_interval:
-                problems = self.check(self.applied)
                 self._last_resync = now
+                problems = self.check(self.applied, self.snap) + self.missed()
             if problems:
                 log.warning("drift on %s, repairing: %s", self.host, "; ".join(problems))
                 self.metrics.drift_repairs.inc()
@@ -246,3 +427,9 @@ def _summary(state: HostState) -> str:
         f"{len(state.bridges)} bridges, {len(state.dhcp)} dhcp servers,"
         f" {len(nat.floating) if nat else 0} floating IPs, {len(state.vifs)} VIF filters"
     )
+
+
+def _some(addresses: set[str], shown: int = 5) -> str:
+    ordered = sorted(addresses, key=lambda a: tuple(int(x) for x in a.split(".")))
+    more = f" and {len(ordered) - shown} more" if len(ordered) > shown else ""
+    return ", ".join(ordered[:shown]) + more

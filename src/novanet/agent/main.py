@@ -6,7 +6,9 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from novanet.agent import dhcpbridge
@@ -46,19 +48,52 @@ def build_agent(ctx: Ctx, host: str, config_files: Sequence[str]) -> Agent:
 
 
 class ChangeWaiter:
-    """Sleeps until the change log may hold something new.
+    """Sleeps until the change log may hold something new (or ``timeout`` passed).
 
-    PostgreSQL: LISTEN, woken by the NOTIFY each change sends on commit. SQLite: a short
-    poll (agent_poll_interval); reading the newest change id is one index probe.
+    PostgreSQL: LISTEN, woken by the NOTIFY each change sends on commit. SQLite: every
+    agent_poll_interval, a stat of the database and its write-ahead log, which every
+    commit changes; the agent reads the database only when they changed (a read every
+    10 ms kept an idle agent at ~8% of a core; the stat, ~2%).
     """
 
     def __init__(self, ctx: Ctx, stop: threading.Event) -> None:
         self.ctx, self.stop = ctx, stop
         self._pg: Any = None
+        db = ctx.engine.url.database if not ctx.is_postgres else None
+        self._files = (
+            [Path(db), Path(f"{db}-wal")] if db and db != ":memory:" and not db.startswith("file:") else []
+        )
+        self._seen: tuple[tuple[int, int, int] | None, ...] | None = None
+
+    def _signature(self) -> tuple[tuple[int, int, int] | None, ...]:
+        out: list[tuple[int, int, int] | None] = []
+        for f in self._files:
+            try:
+                st = f.stat()
+                out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def _wait_sqlite(self, timeout: float) -> None:
+        interval = self.ctx.config.agent_poll_interval
+        if not self._files:
+            self.stop.wait(min(timeout, interval))
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            # taken before the agent reads: a commit after it wakes the next wait
+            sig = self._signature()
+            if sig != self._seen:
+                self._seen = sig
+                return
+            left = deadline - time.monotonic()
+            if left <= 0 or self.stop.wait(min(interval, left)):
+                return
 
     def wait(self, timeout: float) -> None:
         if not self.ctx.is_postgres:
-            self.stop.wait(min(timeout, self.ctx.config.agent_poll_interval))
+            self._wait_sqlite(timeout)
             return
         try:
             if self._pg is None:

@@ -135,6 +135,11 @@ def latest_change(conn: Connection) -> int:
     return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes.c.id), 0))).scalar_one())
 
 
+def change_ids_after(conn: Connection, after: int) -> list[int]:
+    """The ids of the changes visible now above ``after`` (a full sync's window)."""
+    return list(conn.execute(sa.select(changes.c.id).where(changes.c.id > after)).scalars())
+
+
 def changes_after(conn: Connection, after: int) -> list[tuple[int, str, str]]:
     rows = conn.execute(
         sa.select(changes.c.id, changes.c.kind, changes.c.ref)

@@ -177,8 +177,8 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
             )
         # Only the host whose vpn_ip is the network's VPN address forwards it (as the
         # original did: `address == vpn_ip`); other gateways of a multi-host network don't.
-        vpn_here = net.vpn_public_address == cfg.effective_vpn_ip
-        if vpn_here and net.vpn_public_port and net.vpn_private_address:
+        vpn_here = net.vpn_public_address is not None and net.vpn_public_address == cfg.effective_vpn_ip
+        if vpn_here and net.vpn_public_address and net.vpn_public_port and net.vpn_private_address:
             vpn.append(VpnForward(net.vpn_public_address, net.vpn_public_port, net.vpn_private_address))
 
     bridges = tuple(

@@ -278,36 +278,26 @@ def remove_bridges(backend: LinkBackend, names: Iterable[str]) -> list[str]:
 # -- floating addresses, forwarding, ARP ----------------------------------------------------
 def bind_addresses(backend: LinkBackend, interface: str, addresses: Iterable[str]) -> list[str]:
     """Bind each floating IP as /32 on the public interface (present ones are left alone)."""
-    interface_name(interface, "public interface")
-    have = {a.cidr for a in backend.addresses(interface)}
-    changes = []
-    for ip in sorted(addresses, key=lambda a: IPv4Address(ipv4(a))):
-        cidr = f"{ipv4(ip)}/32"
-        if cidr in have:
-            continue
-        try:
-            backend.add_address(interface, cidr)
-        except ObjectExists:
-            continue
-        changes.append(f"bound {cidr} on {interface}")
-    return changes
+    return _host_addresses(backend, interface, set(addresses), bind=True)
 
 
 def unbind_addresses(backend: LinkBackend, interface: str, addresses: Iterable[str]) -> list[str]:
     """Remove floating IP /32s from the public interface; an address already gone is success."""
+    return _host_addresses(backend, interface, set(addresses), bind=False)
+
+
+def _host_addresses(backend: LinkBackend, interface: str, addresses: set[str], *, bind: bool) -> list[str]:
     interface_name(interface, "public interface")
     have = {a.cidr for a in backend.addresses(interface)}
-    changes = []
-    for ip in sorted(addresses, key=lambda a: IPv4Address(ipv4(a))):
-        cidr = f"{ipv4(ip)}/32"
-        if cidr not in have:
-            continue
-        try:
-            backend.delete_address(interface, cidr)
-        except ObjectNotFound:
-            continue
-        changes.append(f"unbound {cidr} from {interface}")
-    return changes
+    wanted = sorted({f"{ipv4(ip)}/32" for ip in addresses}, key=lambda c: IPv4Address(c.split("/")[0]))
+    todo = [c for c in wanted if (c in have) != bind]
+    if not todo:
+        return []
+    if bind:
+        backend.set_host_addresses(interface, todo, [])
+        return [f"bound {c} on {interface}" for c in todo]
+    backend.set_host_addresses(interface, [], todo)
+    return [f"unbound {c} from {interface}" for c in todo]
 
 
 def enable_forwarding(path: Path = Path("/proc/sys/net/ipv4/ip_forward")) -> bool:

@@ -262,6 +262,15 @@ class FakeLinks:
         last_primary = max((i for i, a in enumerate(d.addresses) if a.primary), default=-1)
         d.addresses.insert(last_primary + 1, Address(cidr, primary=True))
 
+    def set_host_addresses(self, name: str, add: list[str], delete: list[str]) -> None:
+        have = {a.cidr for a in self._dev(name).addresses}
+        for cidr in delete:
+            if canonical_cidr(cidr) in have:
+                self.delete_address(name, cidr)
+        for cidr in add:
+            if canonical_cidr(cidr) not in have:
+                self.add_address(name, cidr)
+
     def delete_address(self, name: str, cidr: str) -> None:
         d = self._dev(name)
         cidr = canonical_cidr(cidr)

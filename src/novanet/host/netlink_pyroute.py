@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Interface, IPv4Network
@@ -277,6 +278,23 @@ class PyrouteLinks:
                 prefixlen=iface.network.prefixlen,
                 **spec,
             )
+
+    def set_host_addresses(self, name: str, add: list[str], delete: list[str]) -> None:
+        """Floating IPs come by the thousand: one `ip -batch` instead of a netlink round
+        trip through pyroute2 each (about 1.3 ms apiece). Argument lists and validated
+        names and addresses only; no shell."""
+        dev = interface_name(name)
+        lines = [f"address del {IPv4Interface(canonical_cidr(c))} dev {dev}" for c in delete]
+        lines += [f"address replace {IPv4Interface(canonical_cidr(c))} dev {dev}" for c in add]
+        if not lines:
+            return
+        self._index(dev)  # a missing interface is ObjectNotFound, as elsewhere
+        argv = ["ip", *(["-n", self.netns] if self.netns else []), "-force", "-batch", "-"]
+        res = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            errors = [ln for ln in res.stderr.splitlines() if "Cannot assign requested address" not in ln]
+            if errors:
+                raise LinkError(f"address changes on {dev}: {errors[0]}")
 
     def delete_address(self, name: str, cidr: str) -> None:
         iface = IPv4Interface(canonical_cidr(cidr))
