@@ -156,9 +156,10 @@ def _project_networks(ctx: Ctx, conn: Connection, project: str) -> list[Network]
     if rows:
         return [Network.from_row(r) for r in rows]
     stmt = sa.select(networks).where(_VLAN, networks.c.project_id.is_(None)).order_by(networks.c.id).limit(1)
-    if ctx.is_postgres:
-        stmt = stmt.with_for_update(skip_locked=True)
-    row = conn.execute(stmt).first()
+    row = conn.execute(stmt.with_for_update(skip_locked=True) if ctx.is_postgres else stmt).first()
+    if row is None and ctx.is_postgres:
+        # Every unowned network locked by others: wait, a unit that rolls back gives it back.
+        row = conn.execute(stmt.with_for_update()).first()
     if row is None:
         raise NoMoreNetworks(
             f"no VLAN network left for project {project}: create more with `novanet network create`"
