@@ -21,16 +21,16 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.engine import Connection
 
 from novanet.agent import snapshot as snapmod
 from novanet.agent.metrics import Metrics
 from novanet.host import netlink, nft
-from novanet.host.desired import Snapshot, desired_state
+from novanet.host.desired import SnapFloating, Snapshot, desired_state
 from novanet.host.dnsmasq import DnsmasqManager
-from novanet.host.model import HostState
+from novanet.host.model import FloatingNat, HostState
 from novanet.host.netlink_base import LinkBackend
 from novanet.service import fixed as fixedsvc
 from novanet.service.context import Ctx, run
@@ -175,13 +175,18 @@ class Agent:
         started = time.perf_counter()
         snap, applied, cursor = self.snap, self.applied, self.cursor
 
+        before: dict[str, SnapFloating] = {}
+
         def tx(conn: Connection) -> tuple[list[tuple[int, str, str]], Snapshot]:
             events = cursor.unseen(snapmod.changes_after(conn, cursor.low))
             if not events:
                 return events, snap
             kinds = {k for _, k, _ in events}
             if kinds == {"floating"}:
-                snapmod.refresh_floating(conn, snap, self.host, (ref for _, _, ref in events))
+                refs = {ref for _, _, ref in events}
+                before.clear()
+                before.update({a: snap.floating[a] for a in refs if a in snap.floating})
+                snapmod.refresh_floating(conn, snap, self.host, refs)
                 return events, snap
             return events, snapmod.read_snapshot(conn, self.host)
 
@@ -192,8 +197,13 @@ class Agent:
                 self.metrics.pending_changes.set(0)
                 return False
             self.metrics.pending_changes.set(len(events))
-            state = desired_state(new_snap, self.host, self.ctx.config)
-            self._realize(applied, state, new_snap)
+            refs = {ref for _, kind, ref in events if kind == "floating"}
+            fast = self._floating_fast_path(applied, new_snap, before, refs) if new_snap is snap else None
+            if fast is not None:
+                state = fast
+            else:
+                state = desired_state(new_snap, self.host, self.ctx.config)
+                self._realize(applied, state, new_snap)
         except Exception:
             self.metrics.sync_failures.labels("partial").inc()
             self.needs_full = True
@@ -204,6 +214,42 @@ class Agent:
         self.metrics.pending_changes.set(0)
         self._count(state)
         return True
+
+    def _floating_fast_path(
+        self, applied: HostState, snap: Snapshot, before: dict[str, SnapFloating], refs: set[str]
+    ) -> HostState | None:
+        """A batch of floating IP changes only: edit just their elements and /32s.
+
+        Recomputing the whole host state and diffing every set costs time in proportion
+        to the floating IPs and VIFs the host carries (0.4 s at 10,000); this costs time in
+        proportion to the change. The states compared are restricted to the floating IPs
+        sharing a fixed address with a changed one (the SNAT map keeps one per fixed IP).
+        Returns the new applied state, or None when the general path is needed.
+        """
+        nat = applied.nat
+        if nat is None or not snap.floating:
+            return None
+        after = {a: snap.floating[a] for a in refs if a in snap.floating}
+        fixed = {f.fixed_address for f in (*before.values(), *after.values())}
+        rest = {a: f for a, f in snap.floating.items() if f.fixed_address in fixed and a not in refs}
+
+        def small(entries: dict[str, SnapFloating]) -> HostState:
+            floating = tuple(
+                FloatingNat(f.address, f.fixed_address, f.interface)
+                for f in sorted(entries.values(), key=lambda f: f.address)
+            )
+            return HostState(host=applied.host, nat=replace(nat, floating=floating))
+
+        old_small, new_small = small({**rest, **before}), small({**rest, **after})
+        cmds = nft.delta(old_small, new_small)
+        if cmds:
+            self.realizers.nft.apply(cmds)
+        self._bind_floating(old_small, new_small, snap)
+        floating = tuple(
+            FloatingNat(f.address, f.fixed_address, f.interface)
+            for f in sorted(snap.floating.values(), key=lambda f: f.address)
+        )
+        return replace(applied, nat=replace(nat, floating=floating))
 
     def _realize(self, old: HostState | None, new: HostState, snap: Snapshot) -> None:
         r = self.realizers
@@ -233,10 +279,11 @@ class Agent:
         created again comes back without them (a port not plugged yet is left alone)."""
         links = self.realizers.links
         bridges = set(state.bridge_names)
+        present = {link.name: link for link in links.links()}  # one dump, not one query per VIF
         for vif in state.vifs:
             if vif.bridge not in bridges:
                 continue
-            port = links.link(vif.port)
+            port = present.get(vif.port)
             if port is not None and port.master != vif.bridge:
                 links.set_master(vif.port, vif.bridge)
                 log.info("put %s back on %s", vif.port, vif.bridge)
@@ -333,8 +380,9 @@ class Agent:
 
     def _port_drift(self, state: HostState) -> list[str]:
         out = []
+        present = {link.name: link for link in self.realizers.links.links()}
         for vif in state.vifs:
-            port = self.realizers.links.link(vif.port)
+            port = present.get(vif.port)
             if vif.bridge and port is not None and port.master != vif.bridge:
                 out.append(f"instance port {vif.port} is not on bridge {vif.bridge}")
         return out

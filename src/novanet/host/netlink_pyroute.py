@@ -9,6 +9,7 @@ namespace. It must exist: we pass ``flags=0`` because pyroute2's default would c
 from __future__ import annotations
 
 import errno
+import json
 import re
 import subprocess
 from collections.abc import Iterator
@@ -145,16 +146,21 @@ class PyrouteLinks:
             return self._to_link(msg, self._names())
 
     def addresses(self, name: str) -> list[Address]:
-        idx = self._index(name)
-        with _kernel(f"list addresses of {name}"):
-            msgs = list(self._ipr.addr("dump", family=AF_INET, index=idx))
-        return [
-            Address(
-                f"{m.get('local') or m.get('address')}/{m['prefixlen']}", not m["flags"] & _IFA_F_SECONDARY
-            )
-            for m in msgs
-            if m["index"] == idx
-        ]
+        """IPv4 addresses of one interface, in the kernel's order. Through `ip -j`: with
+        10,000 floating /32s on the public interface, pyroute2 parses the whole dump in
+        Python (0.5 s per listing); iproute2 takes 30 ms."""
+        dev = interface_name(name)
+        self._index(dev)  # a missing interface is ObjectNotFound, as elsewhere
+        argv = ["ip", *(["-n", self.netns] if self.netns else []), "-j", "-4", "addr", "show", "dev", dev]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if res.returncode != 0:
+            raise LinkError(f"list addresses of {dev}: {res.stderr.strip() or res.returncode}")
+        out = []
+        for link in json.loads(res.stdout or "[]"):
+            for a in link.get("addr_info", []):
+                if a.get("family") == "inet":
+                    out.append(Address(f"{a['local']}/{a['prefixlen']}", not a.get("secondary", False)))
+        return out
 
     def routes(self, name: str) -> list[Route]:
         idx = self._index(name)
