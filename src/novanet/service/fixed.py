@@ -22,15 +22,27 @@ def _pick_stmt(postgres: bool) -> sa.Select[Any]:
     # Literal predicates (not bound parameters) so the planner can prove the query
     # matches the partial "free" index.
     reserved = "false" if postgres else "0"
+    if postgres:
+        # A range on network_id keeps (network_id, id) a real sort key, which only the
+        # network indexes provide. With `network_id = n ORDER BY id`, PostgreSQL walks
+        # the primary key once the table was analyzed while every row was free, reading
+        # every address already taken on each pick (the cost grew with the fill level).
+        network: sa.ColumnElement[bool] = fixed_ips.c.network_id.between(
+            sa.bindparam("net_id"), sa.bindparam("net_id")
+        )
+        order: tuple[Any, ...] = (fixed_ips.c.network_id, fixed_ips.c.id)
+    else:
+        network = fixed_ips.c.network_id == sa.bindparam("net_id")
+        order = (fixed_ips.c.id,)
     stmt = (
         sa.select(fixed_ips.c.id, fixed_ips.c.address)
         .where(
-            fixed_ips.c.network_id == sa.bindparam("net_id"),
+            network,
             fixed_ips.c.instance_uuid.is_(None),
             fixed_ips.c.host.is_(None),
             sa.text(f"fixed_ips.reserved = {reserved}"),
         )
-        .order_by(fixed_ips.c.id)
+        .order_by(*order)
         .limit(1)
     )
     # PostgreSQL: rows being taken by other transactions are skipped, not waited for.

@@ -162,10 +162,13 @@ def allocate_in(
                 f"floating IP quota exceeded: project {project_id} holds {used} of {quota};"
                 " release one or raise quota_floating_ips"
             )
+    # As for fixed IPs (fixed.pick_free): a range on pool keeps (pool, id) a real sort key,
+    # so PostgreSQL takes the partial free-list index instead of walking the primary key.
+    in_pool = floating_ips.c.pool.between(pool, pool) if ctx.is_postgres else floating_ips.c.pool == pool
     stmt = (
         sa.select(floating_ips.c.id, floating_ips.c.address)
-        .where(floating_ips.c.pool == pool, floating_ips.c.project_id.is_(None))
-        .order_by(floating_ips.c.id)
+        .where(in_pool, floating_ips.c.project_id.is_(None))
+        .order_by(floating_ips.c.pool, floating_ips.c.id)
         .limit(1)
     )
     row = conn.execute(stmt.with_for_update(skip_locked=True) if ctx.is_postgres else stmt).first()
