@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from lifecycle_support import Env, open_env
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
@@ -92,3 +93,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+@pytest.fixture
+def env(db_url: str) -> Iterator[Env]:
+    """A migrated database of either backend, with contexts per manager (lifecycle tests)."""
+    with open_env(db_url) as e:
+        yield e

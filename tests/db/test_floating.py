@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lifecycle_support import Env, first_ip, new_uuid, open_env, refused
+from lifecycle_support import Env, first_ip, new_uuid, refused
 
 from novanet.domain.errors import (
     CidrConflict,
@@ -26,12 +25,6 @@ from novanet.service.context import Ctx
 
 FIXED = "10.30.0.0/28"
 POOL = "203.0.113.0/29"  # host addresses .1 - .6
-
-
-@pytest.fixture
-def env(db_url: str) -> Iterator[Env]:
-    with open_env(db_url) as e:
-        yield e
 
 
 @pytest.fixture

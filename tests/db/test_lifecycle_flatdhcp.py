@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,7 +12,6 @@ from lifecycle_support import (
     first_ip,
     fixed_rows,
     new_uuid,
-    open_env,
     refused,
     reserved_addresses,
     subnet,
@@ -28,12 +27,6 @@ from novanet.service.context import Ctx
 
 CIDR = "10.11.0.0/28"
 WRONG_MAC = "fa:16:3e:de:ad:00"
-
-
-@pytest.fixture
-def env(db_url: str) -> Iterator[Env]:
-    with open_env(db_url) as e:
-        yield e
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,7 +10,6 @@ from lifecycle_support import (
     first_ip,
     fixed_rows,
     new_uuid,
-    open_env,
     refused,
     reserved_addresses,
     subnet,
@@ -32,12 +30,6 @@ from novanet.service import fixed as X
 from novanet.service import instances as I
 from novanet.service import networks as N
 from novanet.service.context import Ctx
-
-
-@pytest.fixture
-def env(db_url: str) -> Iterator[Env]:
-    with open_env(db_url) as e:
-        yield e
 
 
 @pytest.fixture

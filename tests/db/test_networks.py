@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lifecycle_support import Env, fixed_rows, new_uuid, open_env, refused, reserved_addresses
+from lifecycle_support import Env, fixed_rows, new_uuid, refused, reserved_addresses
 
 from novanet.domain.errors import Conflict, InvalidInput, NetworkInUse, NotFound
 from novanet.domain.models import Network
@@ -17,12 +16,6 @@ from novanet.service import networks as N
 from novanet.service.context import Ctx
 
 CIDR = "10.40.0.0/28"
-
-
-@pytest.fixture
-def env(db_url: str) -> Iterator[Env]:
-    with open_env(db_url) as e:
-        yield e
 
 
 @pytest.fixture
