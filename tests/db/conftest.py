@@ -69,7 +69,7 @@ def pg_base_url() -> URL:
         # local default may be skipped.
         if env_url or _in_ci():
             pytest.fail(f"{UNREACHABLE}: {url!s}: {error}", pytrace=False)
-        pytest.skip(UNREACHABLE)
+        pytest.skip(reason=UNREACHABLE)
     return url
 
 

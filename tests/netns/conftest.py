@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hostlab import Lab
 from nslab import PREFIX, World, _need_root, sh
 
 
@@ -40,3 +41,13 @@ def world() -> Iterator[World]:
         yield w
     finally:
         w.cleanup()
+
+
+@pytest.fixture
+def lab(world: World) -> Iterator[Lab]:
+    """Agents, a database and DHCP clients in ``world``; every process ended at the end."""
+    lab = Lab(world)
+    try:
+        yield lab
+    finally:
+        lab.close()

@@ -57,6 +57,17 @@ def eventually(fn: Callable[[], T], timeout: float = 15.0, interval: float = 0.1
     raise AssertionError(f"timed out after {timeout}s waiting for {what or fn}: last {last!r}")
 
 
+def udhcpc(vm: Netns, iface: str, tries: int, script: Path, out: Path) -> None:
+    """One real DHCP exchange (busybox udhcpc, in the foreground, quitting after the
+    lease); ``script`` writes what it got to ``out`` (passed as LEASE_OUT)."""
+    out.unlink(missing_ok=True)
+    vm.run(
+        "env", f"LEASE_OUT={out}", "busybox", "udhcpc", "-i", iface, "-n", "-q", "-f",
+        "-t", str(tries), "-T", "1", "-s", str(script),
+        check=False, timeout=tries * 3 + 10,
+    )  # fmt: skip
+
+
 @dataclass
 class Lab:
     world: World
@@ -96,23 +107,23 @@ class Lab:
     def start_agent(self, ns: Netns, conf: Path, host: str) -> subprocess.Popen[str]:
         with open(self.root / f"agent-{host}.log", "a") as log:  # the child keeps its own copy
             proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns.name,
-                NOVANET,
-                "--config-file",
-                str(conf),
-                "agent",
-                "--host",
-                host,
-                "-v",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns.name,
+                    NOVANET,
+                    "--config-file",
+                    str(conf),
+                    "agent",
+                    "--host",
+                    host,
+                    "-v",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         self.agents.append(proc)
         return proc
 
@@ -133,26 +144,7 @@ class Lab:
 
     def dhcp(self, vm: Netns, iface: str = "eth0", tries: int = 10) -> str | None:
         out = self.root / f"lease-{vm.name}-{iface}"
-        out.unlink(missing_ok=True)
-        env_cmd = ["env", f"LEASE_OUT={out}"]
-        vm.run(
-            *env_cmd,
-            "busybox",
-            "udhcpc",
-            "-i",
-            iface,
-            "-n",
-            "-q",
-            "-f",
-            "-t",
-            str(tries),
-            "-T",
-            "1",
-            "-s",
-            str(self.root / "udhcpc.sh"),
-            check=False,
-            timeout=tries * 3 + 10,
-        )
+        udhcpc(vm, iface, tries, self.root / "udhcpc.sh", out)
         return out.read_text().strip() if out.exists() else None
 
     def listen(self, ns: Netns, port: int) -> Path:

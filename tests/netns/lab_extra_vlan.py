@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hostlab import PYTHON, Lab, eventually
+from hostlab import PYTHON, Lab, eventually, udhcpc
 from nslab import Netns
 
 T = TypeVar("T")
@@ -42,26 +42,7 @@ def dhcp_lease(lab: Lab, vm: Netns, iface: str = "eth0", tries: int = 6) -> dict
         script.write_text(UDHCPC_ENV_SCRIPT)
         script.chmod(0o755)
     out = lab.root / f"lease-env-{vm.name}-{iface}"
-    out.unlink(missing_ok=True)
-    vm.run(
-        "env",
-        f"LEASE_OUT={out}",
-        "busybox",
-        "udhcpc",
-        "-i",
-        iface,
-        "-n",
-        "-q",
-        "-f",
-        "-t",
-        str(tries),
-        "-T",
-        "1",
-        "-s",
-        str(script),
-        check=False,
-        timeout=tries * 3 + 10,
-    )
+    udhcpc(vm, iface, tries, script, out)
     if not out.exists():
         return None
     return dict(line.split("=", 1) for line in out.read_text().splitlines() if "=" in line)

@@ -3,9 +3,6 @@ instance configured statically from its network info, TCP out through SNAT."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from hostlab import NOVANET, Lab, eventually
 from lab_extra_vlan import (
     counter_packets,
@@ -23,15 +20,6 @@ OUTSIDE = "203.0.113.254"
 FIXED = "10.1.0.0/24"
 GATEWAY = "10.1.0.1"
 U1 = "33333333-3333-4333-8333-333333333333"
-
-
-@pytest.fixture
-def lab(world: World) -> Iterator[Lab]:
-    lab = Lab(world)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def test_flat_single_host(lab: Lab, world: World) -> None:

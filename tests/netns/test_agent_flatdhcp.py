@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from hostlab import Lab, eventually
 from nslab import World
 
@@ -12,15 +9,6 @@ PUBLIC_HOST = "203.0.113.1"
 OUTSIDE = "203.0.113.254"
 U1 = "11111111-1111-4111-8111-111111111111"
 U2 = "22222222-2222-4222-8222-222222222222"
-
-
-@pytest.fixture
-def lab(world: World) -> Iterator[Lab]:
-    lab = Lab(world)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def _fixed(lab: Lab, conf, address: str) -> dict:

@@ -17,14 +17,14 @@ import itertools
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hostlab import PYTHON, Lab, eventually
+from hostlab import PYTHON, Lab, eventually, udhcpc
 from nslab import Netns, World
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
@@ -104,15 +104,11 @@ DHCPOFFER, DHCPACK, DHCPNAK = 2, 5, 6
 
 
 @pytest.fixture
-def lab(world: World) -> Iterator[Lab]:
-    lab = Lab(world)
+def lab(lab: Lab) -> Lab:
     script = lab.root / "udhcpc-mh.sh"
     script.write_text(UDHCPC_SCRIPT)
     script.chmod(0o755)
-    try:
-        yield lab
-    finally:
-        lab.close()
+    return lab
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -176,25 +172,7 @@ def _dhcp(lab: Lab, vm: Netns, tries: int = 10) -> tuple[dict[str, str] | None, 
     )
     try:
         eventually(ready.exists, 15, what=f"DHCP sniffer in {vm.name}")
-        vm.run(
-            "env",
-            f"LEASE_OUT={lease}",
-            "busybox",
-            "udhcpc",
-            "-i",
-            "eth0",
-            "-n",
-            "-q",
-            "-f",
-            "-t",
-            str(tries),
-            "-T",
-            "1",
-            "-s",
-            str(lab.root / "udhcpc-mh.sh"),
-            check=False,
-            timeout=tries * 3 + 10,
-        )
+        udhcpc(vm, "eth0", tries, lab.root / "udhcpc-mh.sh", lease)
         time.sleep(1.5)  # a late answer of another host's dnsmasq would land meanwhile
     finally:
         sniffer.kill()

@@ -16,11 +16,10 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hostlab import NOVANET, Lab, eventually
 from nslab import Netns, World
 
@@ -38,15 +37,6 @@ OUTSIDE = "203.0.113.254"
 GATEWAY = "10.0.0.1"
 HOST = "net1"
 U1 = "11111111-1111-4111-8111-111111111111"
-
-
-@pytest.fixture
-def lab(world: World) -> Iterator[Lab]:
-    lab = Lab(world)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 # --- independent views of a host ------------------------------------------------------------

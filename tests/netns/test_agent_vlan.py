@@ -4,12 +4,10 @@ path, L3 through the host dropped and counted), and the cloudpipe VPN DNAT."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-import pytest
 from hostlab import Lab, eventually
 from lab_extra_vlan import (
     counter_packets,
@@ -35,15 +33,6 @@ PAVPN = "a3333333-3333-4333-8333-333333333333"
 PB1 = "b1111111-1111-4111-8111-111111111111"
 PB2 = "b2222222-2222-4222-8222-222222222222"
 PB3 = "b3333333-3333-4333-8333-333333333333"  # allocated, never plugged: the spy borrows its MAC
-
-
-@pytest.fixture
-def lab(world: World) -> Iterator[Lab]:
-    lab = Lab(world)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def _allocate(lab: Lab, conf: Any, uuid: str, project: str, *extra: str) -> dict[str, Any]:
