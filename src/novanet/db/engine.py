@@ -17,7 +17,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from novanet.domain.errors import ConfigError, DatabaseError
 
 # Bump together with a new migration in migrations/versions.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0008"
 
 
 def create_engine(url: str, *, echo: bool = False) -> Engine:
