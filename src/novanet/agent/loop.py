@@ -27,7 +27,7 @@ from sqlalchemy.engine import Connection
 
 from novanet.agent import snapshot as snapmod
 from novanet.agent.metrics import Metrics
-from novanet.host import netlink, nft
+from novanet.host import netlink, nft, screen
 from novanet.host.desired import SnapFloating, Snapshot, desired_state
 from novanet.host.dnsmasq import DnsmasqManager
 from novanet.host.model import FloatingNat, HostState
@@ -121,6 +121,7 @@ class Agent:
     _last_probe: float = float("-inf")
     _last_resync: float = 0.0
     _released: set[tuple[str, str, str]] = field(default_factory=set)
+    _rejected: tuple[str, ...] = ()
 
     @property
     def last_change(self) -> int:
@@ -229,9 +230,20 @@ class Agent:
         nat = applied.nat
         if nat is None or not snap.floating:
             return None
+        # Rows skipped as malformed stay out; a change touching one (or making a new
+        # one) takes the general path, which screens the snapshot and reports the row.
+        skipped = {line.split()[1] for line in applied.rejected if line.startswith("floating ")}
+        if refs & skipped or not all(
+            screen.floating_ok(snap.floating[a]) for a in refs if a in snap.floating
+        ):
+            return None
         after = {a: snap.floating[a] for a in refs if a in snap.floating}
         fixed = {f.fixed_address for f in (*before.values(), *after.values())}
-        rest = {a: f for a, f in snap.floating.items() if f.fixed_address in fixed and a not in refs}
+        rest = {
+            a: f
+            for a, f in snap.floating.items()
+            if f.fixed_address in fixed and a not in refs and a not in skipped
+        }
 
         def small(entries: dict[str, SnapFloating]) -> HostState:
             floating = tuple(
@@ -248,6 +260,7 @@ class Agent:
         floating = tuple(
             FloatingNat(f.address, f.fixed_address, f.interface)
             for f in sorted(snap.floating.values(), key=lambda f: f.address)
+            if f.address not in skipped
         )
         return replace(applied, nat=replace(nat, floating=floating))
 
@@ -305,7 +318,7 @@ class Agent:
         if old is None:
             ifaces |= snap.floating_interfaces
         for iface in sorted(ifaces):
-            if links.link(iface) is None:
+            if not screen.interface_ok(iface) or links.link(iface) is None:
                 if iface in want:
                     log.warning("floating IP interface %s does not exist on %s", iface, self.host)
                 continue
@@ -355,12 +368,25 @@ class Agent:
             self._released.add(item)
 
     def _count(self, state: HostState) -> None:
+        self._report_rejected(state.rejected)
         m = self.metrics.elements
         m.labels("bridges").set(len(state.bridges))
         m.labels("dhcp_servers").set(len(state.dhcp))
         m.labels("dhcp_hosts").set(sum(len(d.hosts) for d in state.dhcp))
         m.labels("floating_ips").set(len(state.nat.floating) if state.nat else 0)
         m.labels("vif_filters").set(len(state.vifs))
+
+    def _report_rejected(self, rejected: tuple[str, ...]) -> None:
+        """Rows left out for a malformed value: logged once each (not every sync), counted
+        per kind, and listed by `agent check` (from the state)."""
+        for line in sorted(set(rejected) - set(self._rejected)):
+            log.error("database row skipped on %s: %s", self.host, line)
+        self._rejected = rejected
+        kinds = ("network", "vif", "floating", "host")
+        for kind in kinds:
+            self.metrics.rejected_rows.labels(kind).set(
+                sum(1 for r in rejected if r.split(" ", 1)[0] == kind)
+            )
 
     # --- drift -----------------------------------------------------------------------
 
@@ -371,7 +397,8 @@ class Agent:
             snap, _, _ = self._read_full()
             state = desired_state(snap, self.host, self.ctx.config)
         r = self.realizers
-        out = [f"links: {d}" for d in netlink.drift(state.bridges, r.links)]
+        out = [f"database: row skipped, {line}" for line in state.rejected]
+        out += [f"links: {d}" for d in netlink.drift(state.bridges, r.links)]
         out += [f"links: {d}" for d in self._port_drift(state)]
         out += [f"floating: {d}" for d in self._floating_drift(state, snap)]
         out += [f"nftables: {d}" for d in nft.drift(state, r.nft)]
@@ -396,7 +423,7 @@ class Agent:
         ifaces = set(want) | (set(snap.floating_interfaces) if snap is not None else set())
         out = []
         for iface in sorted(ifaces):
-            if self.realizers.links.link(iface) is None:
+            if not screen.interface_ok(iface) or self.realizers.links.link(iface) is None:
                 if iface in want:
                     out.append(f"interface {iface} of {len(want[iface])} floating IPs does not exist")
                 continue

@@ -24,6 +24,7 @@ from novanet.host.model import (
     VifFilter,
     VpnForward,
 )
+from novanet.host.screen import screen
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,9 @@ def _segment(net: Network, cfg: Config, host: str, peers: Iterable[str], snap: S
 
 
 def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
-    """Bridges, DHCP servers, NAT and VIF filters ``host`` must carry."""
+    """Bridges, DHCP servers, NAT and VIF filters ``host`` must carry (rows with malformed
+    values left out and listed in ``rejected``)."""
+    snap, rejected = screen(snap, host, cfg.flat_network_bridge)
     hosts_of = _hosts_of(snap)
     local_vifs = [v for v in snap.vifs.values() if v.instance_host == host]
     local_nets = {v.network_id for v in local_vifs}
@@ -218,4 +221,12 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
     )
     bridge_of = {n.id: n.bridge or "" for n in snap.networks.values()}
     releases = tuple(sorted((bridge_of.get(nid, ""), addr, mac) for nid, addr, mac in snap.releases))
-    return HostState(host=host, bridges=bridges, dhcp=tuple(dhcp), nat=nat, vifs=vifs, releases=releases)
+    return HostState(
+        host=host,
+        bridges=bridges,
+        dhcp=tuple(dhcp),
+        nat=nat,
+        vifs=vifs,
+        releases=releases,
+        rejected=tuple(str(r) for r in rejected),
+    )
