@@ -27,11 +27,13 @@ from sqlalchemy.engine import Connection
 
 from novanet.agent import snapshot as snapmod
 from novanet.agent.metrics import Metrics
+from novanet.domain.errors import NovanetError
 from novanet.host import netlink, nft, screen
 from novanet.host.desired import SnapFloating, Snapshot, desired_state
 from novanet.host.dnsmasq import DnsmasqManager
 from novanet.host.model import FloatingNat, HostState
 from novanet.host.netlink_base import LinkBackend
+from novanet.host.owned import OwnedBridges, as_built, merged
 from novanet.service import fixed as fixedsvc
 from novanet.service.context import Ctx, run
 
@@ -105,6 +107,7 @@ class Realizers:
     dhcp: DnsmasqManager
     forwarding: Callable[[], object] = netlink.enable_forwarding
     arp: Callable[[str, str, int], None] | None = None  # gratuitous ARP sender
+    owned: OwnedBridges = field(default_factory=lambda: OwnedBridges(None))  # what we built
 
 
 @dataclass
@@ -268,7 +271,10 @@ class Agent:
         r = self.realizers
         if any(b.addresses for b in new.bridges):
             r.forwarding()
-        if old is None or old.bridges != new.bridges:
+        bridges_changed = old is None or old.bridges != new.bridges
+        if bridges_changed:
+            # recorded before it is built: a crash in between leaves nothing unrecorded
+            r.owned.save(merged(r.owned.load(), as_built(new.bridges)))
             netlink.ensure_bridges(r.links, new.bridges)
             self._attach_ports(new)
         if old is None:
@@ -285,7 +291,55 @@ class Agent:
             report = r.dhcp.sync(new.dhcp, prune=old is None or bool(gone))
             if not report.ok:
                 raise RuntimeError(f"dhcp: {report.errors}")
+        if bridges_changed:
+            self._teardown(new)  # after dnsmasq of a network that left was stopped
         self._release(new)
+
+    def _teardown(self, state: HostState) -> None:
+        """Tear down what networks that left this host left behind: their bridges (with
+        the VLAN/VXLAN device; instance ports are only released) and, on a bridge that
+        stays or carries a NIC, the gateway addresses no network needs any more."""
+        r = self.realizers
+        want = as_built(state.bridges)
+        keep = {}
+        for name, built in r.owned.load().items():
+            wanted = want.get(name)
+            try:
+                if wanted is None and not built.nic:
+                    for change in netlink.remove_bridges(r.links, [name]):
+                        log.info("teardown on %s: %s", self.host, change)
+                    continue
+                stale = built.addresses - (wanted.addresses if wanted else frozenset())
+                if stale and r.links.link(name) is not None:
+                    present = {a.cidr for a in r.links.addresses(name)}
+                    for cidr in sorted(stale & present):
+                        r.links.delete_address(name, cidr)
+                        log.info("teardown on %s: removed %s from %s", self.host, cidr, name)
+            except (netlink.LinkError, NovanetError) as exc:
+                log.error("teardown of %s on %s: %s (retried at the next full sync)", name, self.host, exc)
+                keep[name] = built
+        r.owned.save({**keep, **want})
+
+    def _leftovers(self, state: HostState) -> list[str]:
+        """What `_teardown` would remove: the drift of networks that left this host."""
+        links = self.realizers.links
+        want = as_built(state.bridges)
+        out = []
+        for name, built in sorted(self.realizers.owned.load().items()):
+            wanted = want.get(name)
+            if links.link(name) is None:
+                continue
+            if wanted is None and not built.nic:
+                out.append(f"bridge {name} is left over: no network of this host uses it")
+                continue
+            if wanted is not None and not built.nic:
+                continue  # foreign addresses of a wanted bridge are reported by netlink.drift
+            stale = built.addresses - (wanted.addresses if wanted else frozenset())
+            present = {a.cidr for a in links.addresses(name)}
+            out += [
+                f"bridge {name} still carries {c} of a network that left" for c in sorted(stale & present)
+            ]
+        return out
 
     def _attach_ports(self, state: HostState) -> None:
         """Put this host's instance ports back on their bridge: a bridge deleted and
@@ -400,6 +454,7 @@ class Agent:
         out = [f"database: row skipped, {line}" for line in state.rejected]
         out += [f"links: {d}" for d in netlink.drift(state.bridges, r.links)]
         out += [f"links: {d}" for d in self._port_drift(state)]
+        out += [f"links: {d}" for d in self._leftovers(state)]
         out += [f"floating: {d}" for d in self._floating_drift(state, snap)]
         out += [f"nftables: {d}" for d in nft.drift(state, r.nft)]
         out += [f"dhcp: {d}" for d in r.dhcp.check(state.dhcp)]
