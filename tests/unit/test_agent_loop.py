@@ -5,7 +5,6 @@ when ids become visible out of order (PostgreSQL)."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
 import threading
