@@ -14,6 +14,7 @@ from typing import Any
 from novanet.agent import dhcpbridge
 from novanet.agent.loop import Agent, Realizers
 from novanet.agent.metrics import Metrics
+from novanet.agent.private import write_private
 from novanet.agent.snapshot import register_host
 from novanet.domain import names
 from novanet.host import netlink
@@ -31,9 +32,10 @@ log = logging.getLogger("novanet.agent")
 def build_agent(ctx: Ctx, host: str, config_files: Sequence[str]) -> Agent:
     """An agent acting on the network namespace this process runs in."""
     cfg = ctx.config
-    lease_script = dhcpbridge.script_argv(
-        config_files, ctx.engine.url.render_as_string(hide_password=False), sys.executable
-    )
+    base = Path(cfg.effective_networks_path).absolute() / names.host_name(host)
+    db_file = base / "database"
+    write_private(db_file, ctx.engine.url.render_as_string(hide_password=False))
+    lease_script = dhcpbridge.script_argv(config_files, db_file, sys.executable)
     realizers = Realizers(
         links=PyrouteLinks(),
         nft=RealNft(),
