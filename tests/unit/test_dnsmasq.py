@@ -322,11 +322,38 @@ def test_a_foreign_process_behind_our_pid_file_is_never_signalled(
     other_dnsmasq = fake.spawn(["dnsmasq", "--pid-file=/run/other.pid", "--listen-address=192.0.2.1"])
     p.pid.write_text(f"{stranger}\n")
     assert mgr.pid_of(NET) is None
-    mgr.sync([server(A)])
+    assert mgr.sync([server(A)]).started == [NET]
+    (ours,) = fake.dnsmasqs("dnsmasq", f"{mgr.base}/")
+    # the pid file overwritten: the real dnsmasq is still found by what it is, no second
+    # one is started, and only ours is ever signalled
     p.pid.write_text(f"{other_dnsmasq}\n")
-    assert mgr.pid_of(NET) is None
-    assert mgr.sync([]).stopped == []
-    assert fake.signals == [] and stranger in fake.dump() and other_dnsmasq in fake.dump()
+    assert mgr.pid_of(NET) == ours
+    rep = mgr.sync([server(A)])
+    assert rep.started == rep.restarted == [] and len(fake.started) == 2
+    assert mgr.sync([]).stopped == [NET]
+    assert [pid for pid, _ in fake.signals] == [ours]
+    assert stranger in fake.dump() and other_dnsmasq in fake.dump()
+
+
+def test_never_two_per_network_and_orphans_are_ended(mgr: DnsmasqManager, fake: FakeRunner) -> None:
+    mgr.sync([server(A)])
+    ours = mgr.pid_of(NET)
+    cmd = fake.dump()[ours or 0]
+    twin = fake.spawn(cmd)  # a second dnsmasq for the same network (a lost pid file, say)
+    assert any("2 dnsmasq serve it" in line for line in mgr.check([server(A)]))
+    rep = mgr.sync([server(A)])
+    assert rep.duplicates_ended == 1 and twin not in fake.dump() and ours in fake.dump()
+    assert mgr.check([server(A)]) == []
+    # an orphan: its network's directory is gone, the process still runs
+    orphan_cmd = [a.replace(NET, NET2) for a in cmd]
+    orphan = fake.spawn(orphan_cmd)
+    elsewhere = fake.spawn(orphan_cmd)
+    fake.elsewhere.add(elsewhere)  # the same paths in another network namespace: not ours
+    assert f"dhcp {NET2}: dnsmasq {orphan} runs for a network this host no longer serves" in mgr.check(
+        [server(A)]
+    )
+    assert mgr.sync([server(A)]).stopped == [NET2]
+    assert orphan not in fake.dump() and elsewhere in fake.dump() and ours in fake.dump()
 
 
 def test_one_failing_network_does_not_block_the_others(mgr: DnsmasqManager, fake: FakeRunner) -> None:

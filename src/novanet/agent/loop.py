@@ -492,18 +492,19 @@ class Agent:
         return out
 
     def probe(self) -> list[str]:
-        """Cheap liveness check of what a full sync would repair (no file is read and no
-        element listed: one link lookup per bridge, one /proc read per dnsmasq, and the
+        """Cheap liveness check of what a full sync would repair (no element listed: one
+        link lookup per bridge, one scan of /proc for the dnsmasq processes, and the
         names of the nftables tables)."""
         if self.applied is None:
             return []
         r = self.realizers
         applied = self.applied
         problems = [f"bridge {b.name} is missing" for b in applied.bridges if r.links.link(b.name) is None]
+        running = r.dhcp.running() if applied.dhcp else {}  # one /proc scan for all
         problems += [
             f"dnsmasq of network {d.network_uuid} is not running"
             for d in applied.dhcp
-            if r.dhcp.pid_of(d.network_uuid) is None
+            if d.network_uuid not in running
         ]
         if (applied.nat is not None or applied.vifs) and not r.nft.tables_present():
             problems.append("novanet nftables tables are missing")

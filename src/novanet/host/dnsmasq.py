@@ -29,6 +29,7 @@ from novanet.domain import names
 from novanet.domain.errors import InvalidInput, NovanetError
 from novanet.domain.mac import normalize_mac
 from novanet.host.dnsmasq_config import (
+    PID_FILE,
     DnsmasqOptions,
     NetworkPaths,
     argv,
@@ -44,7 +45,9 @@ from novanet.host.dnsmasq_process import (
     FakeRunner,
     ProcessRunner,
     SubprocessRunner,
+    is_dnsmasq_under,
     is_our_dnsmasq,
+    pid_file_of,
     read_pid,
 )
 from novanet.host.model import DhcpServer
@@ -85,6 +88,7 @@ class SyncReport:
     hosts_added: int = 0
     hosts_changed: int = 0
     hosts_removed: int = 0
+    duplicates_ended: int = 0
     errors: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -162,46 +166,82 @@ class DnsmasqManager:
 
     # --- processes ---------------------------------------------------------------
 
+    def _scan(self) -> dict[str, list[int]]:
+        """Our dnsmasq processes by network: found by what they are (command line, network
+        namespace), not by a pid file, which a process that is not ours could have written
+        over. Several for one network, or one for a network that is gone, can show here."""
+        out: dict[str, list[int]] = {}
+        for pid, cmd in self.runner.dnsmasqs(self.options.binary, f"{self.base}/").items():
+            pid_file = Path(pid_file_of(cmd) or "")
+            if pid_file.name != PID_FILE or pid_file.parent.parent != self.base:
+                continue
+            try:
+                uuid = names.network_uuid(pid_file.parent.name)
+            except InvalidInput:
+                continue
+            if uuid == pid_file.parent.name:
+                out.setdefault(uuid, []).append(pid)
+        return out
+
+    def _pick(self, network_uuid: str, pids: Sequence[int]) -> int | None:
+        """The one that counts among ``pids``: the pid file's when it names one of them."""
+        if not pids:
+            return None
+        named = read_pid(self.paths(network_uuid).pid)
+        return named if named in pids else min(pids)
+
     def pid_of(self, network_uuid: str) -> int | None:
         """The pid of the network's running dnsmasq, verified through /proc."""
-        p = self.paths(network_uuid)
+        uuid = names.network_uuid(network_uuid)
+        return self._pick(uuid, self._scan().get(uuid, []))
+
+    def running(self) -> dict[str, int]:
+        """Every network of this host whose dnsmasq runs: uuid -> pid (one /proc scan)."""
+        return {uuid: pid for uuid, pids in sorted(self._scan().items()) if (pid := self._pick(uuid, pids))}
+
+    def _started(self, p: NetworkPaths) -> int | None:
         pid = read_pid(p.pid)
         if pid is None or not is_our_dnsmasq(self.runner.cmdline(pid), p.pid, self.options.binary):
             return None
         return pid
 
-    def running(self) -> dict[str, int]:
-        """Every network of this host whose dnsmasq runs: uuid -> pid."""
-        return {uuid: pid for uuid in self._network_dirs() if (pid := self.pid_of(uuid)) is not None}
-
     def _start(self, p: NetworkPaths, cmd: list[str]) -> None:
         # dnsmasq's foreground part exits once the daemon has bound its sockets, read its
         # files and run the lease script's init (a failing init is a failed start).
+        p.pid.unlink(missing_ok=True)  # a stale file must not pass for the new process
         self.runner.start_daemon(cmd)
         for _ in range(50):  # the pid file is written by the daemon: allow it a moment
-            if self.pid_of(p.root.name) is not None:
+            if self._started(p) is not None:
                 break
             time.sleep(0.02)
         else:
             raise DnsmasqError(f"dnsmasq started but is not running with pid file {p.pid}")
         p.reload_mark.unlink(missing_ok=True)  # a fresh process read everything
 
-    def stop(self, network_uuid: str) -> bool:
-        """SIGTERM the network's dnsmasq (SIGKILL if it lingers); False if none ran."""
+    def _end(self, network_uuid: str, pids: Sequence[int]) -> None:
+        """SIGTERM each of ``pids`` (SIGKILL one that lingers, if it is still ours)."""
         p = self.paths(network_uuid)
-        pid = self.pid_of(network_uuid)
-        if pid is None:
-            return False
-        try:
-            self.runner.signal(pid, signal.SIGTERM)
-            if not self.runner.wait_gone(pid, self.stop_timeout):
-                if is_our_dnsmasq(self.runner.cmdline(pid), p.pid, self.options.binary):
-                    self.runner.signal(pid, signal.SIGKILL)
+        for pid in pids:
+            try:
+                self.runner.signal(pid, signal.SIGTERM)
                 if not self.runner.wait_gone(pid, self.stop_timeout):
-                    raise DnsmasqError(f"dnsmasq {pid} of network {network_uuid} does not exit")
-        except ProcessLookupError:
-            pass
-        p.pid.unlink(missing_ok=True)  # dnsmasq leaves it behind
+                    cmd = self.runner.cmdline(pid)
+                    if cmd is not None and is_dnsmasq_under(cmd, self.options.binary, f"{p.root}/"):
+                        self.runner.signal(pid, signal.SIGKILL)
+                    if not self.runner.wait_gone(pid, self.stop_timeout):
+                        raise DnsmasqError(f"dnsmasq {pid} of network {network_uuid} does not exit")
+            except ProcessLookupError:
+                continue
+
+    def stop(self, network_uuid: str, pids: Sequence[int] | None = None) -> bool:
+        """End every dnsmasq of the network; False if none ran."""
+        uuid = names.network_uuid(network_uuid)
+        if pids is None:
+            pids = self._scan().get(uuid, [])
+        if not pids:
+            return False
+        self._end(uuid, pids)
+        self.paths(uuid).pid.unlink(missing_ok=True)  # dnsmasq leaves it behind
         return True
 
     # --- files -------------------------------------------------------------------
@@ -242,7 +282,7 @@ class DnsmasqManager:
 
     # --- convergence -------------------------------------------------------------
 
-    def _sync_one(self, server: DhcpServer, report: SyncReport) -> None:
+    def _sync_one(self, server: DhcpServer, report: SyncReport, procs: dict[str, list[int]]) -> None:
         p = self.paths(server.network_uuid)
         cmd = argv(server, p, self.options)
         hosts = hosts_files(server)
@@ -261,9 +301,16 @@ class DnsmasqManager:
         report.hosts_removed += removed
 
         uuid = server.network_uuid
-        pid = self.pid_of(uuid)
+        pids = procs.get(uuid, [])
+        pid = self._pick(uuid, pids)
+        extra = [x for x in pids if x != pid]
+        if extra:
+            # never two per network: the one the pid file names (or the oldest) stays
+            log.warning("dhcp for network %s: ending duplicate dnsmasq %s", uuid, extra)
+            self._end(uuid, extra)
+            report.duplicates_ended += len(extra)
         if pid is not None and self.runner.cmdline(pid) != cmd:
-            self.stop(uuid)
+            self.stop(uuid, [pid])
             self._start(p, cmd)
             report.restarted.append(uuid)
         elif pid is None:
@@ -297,21 +344,22 @@ class DnsmasqManager:
         """
         report = SyncReport()
         wanted = set()
+        procs = self._scan()
         for server in servers:
             wanted.add(server.network_uuid)
             try:
-                self._sync_one(server, report)
+                self._sync_one(server, report, procs)
             except (NovanetError, OSError) as exc:
                 report.errors[server.network_uuid] = str(exc)
                 log.error("dhcp for network %s: %s", server.network_uuid, exc)
         if prune:
-            for uuid in self._network_dirs():
-                if uuid in wanted:
-                    continue
+            # orphans too: a dnsmasq whose directory is gone is still found by /proc
+            for uuid in sorted((set(self._network_dirs()) | set(procs)) - wanted):
                 try:
-                    if self.stop(uuid):
+                    if self.stop(uuid, procs.get(uuid, [])):
                         report.stopped.append(uuid)
-                    shutil.rmtree(self.paths(uuid).root)
+                    if self.paths(uuid).root.exists():
+                        shutil.rmtree(self.paths(uuid).root)
                 except (NovanetError, OSError) as exc:
                     report.errors[uuid] = str(exc)
         return report
@@ -336,6 +384,7 @@ class DnsmasqManager:
         """Drift between the host and ``servers``, one readable line per problem."""
         out: list[str] = []
         wanted = set()
+        procs = self._scan()
         for server in servers:
             uuid = server.network_uuid
             wanted.add(uuid)
@@ -346,7 +395,10 @@ class DnsmasqManager:
             except NovanetError as exc:
                 out.append(f"dhcp {uuid}: invalid desired state: {exc}")
                 continue
-            pid = self.pid_of(uuid)
+            pids = procs.get(uuid, [])
+            pid = self._pick(uuid, pids)
+            if len(pids) > 1:
+                out.append(f"dhcp {uuid}: {len(pids)} dnsmasq serve it ({', '.join(map(str, sorted(pids)))})")
             if pid is None:
                 out.append(f"dhcp {uuid}: dnsmasq is not running")
             elif self.runner.cmdline(pid) != cmd:
@@ -371,9 +423,10 @@ class DnsmasqManager:
                 out.append(f"dhcp {uuid}: lease script differs")
             if p.reload_mark.exists():
                 out.append(f"dhcp {uuid}: dnsmasq still holds removed entries (SIGHUP pending)")
-        for uuid in self._network_dirs():
-            if uuid not in wanted and (pid := self.pid_of(uuid)) is not None:
-                out.append(f"dhcp {uuid}: dnsmasq {pid} runs for a network this host no longer serves")
+        for uuid, pids in sorted(procs.items()):
+            if uuid not in wanted:
+                for pid in sorted(pids):
+                    out.append(f"dhcp {uuid}: dnsmasq {pid} runs for a network this host no longer serves")
         return out
 
 

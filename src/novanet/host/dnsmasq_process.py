@@ -43,6 +43,10 @@ class ProcessRunner(Protocol):
     def wait_gone(self, pid: int, timeout: float) -> bool:
         """Wait until ``pid`` has exited; False when it still runs after ``timeout``."""
 
+    def dnsmasqs(self, binary: str, pid_file_prefix: str) -> dict[int, list[str]]:
+        """Every dnsmasq in this network namespace whose --pid-file lies under
+        ``pid_file_prefix``: pid -> argv (not the lease-script helper each one forks)."""
+
 
 def pid_file_arg(pid_file: Path) -> str:
     return f"--pid-file={pid_file}"
@@ -53,6 +57,20 @@ def is_our_dnsmasq(cmdline: Sequence[str] | None, pid_file: Path, binary: str = 
     if not cmdline:
         return False
     return os.path.basename(cmdline[0]) == os.path.basename(binary) and pid_file_arg(pid_file) in cmdline
+
+
+def is_dnsmasq_under(cmdline: Sequence[str], binary: str, pid_file_prefix: str) -> bool:
+    """A dnsmasq whose pid file lies under ``pid_file_prefix`` (a directory, with '/')."""
+    if not cmdline or os.path.basename(cmdline[0]) != os.path.basename(binary):
+        return False
+    return any(a.startswith(f"--pid-file={pid_file_prefix}") for a in cmdline)
+
+
+def pid_file_of(cmdline: Sequence[str]) -> str | None:
+    for a in cmdline:
+        if a.startswith("--pid-file="):
+            return a[len("--pid-file=") :]
+    return None
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -120,6 +138,46 @@ class SubprocessRunner:
             time.sleep(self.poll)
         return True
 
+    def dnsmasqs(self, binary: str, pid_file_prefix: str) -> dict[int, list[str]]:
+        # What a dnsmasq is, not what a file says: its command line (our binary, a pid
+        # file under our directory) and its network namespace (another namespace's agent
+        # may use the same paths). The pid file only speeds up the common case.
+        try:
+            here = os.stat("/proc/self/ns/net")
+        except OSError:
+            return {}
+        found: dict[int, list[str]] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            argv = self.cmdline(pid)
+            if not argv or not is_dnsmasq_under(argv, binary, pid_file_prefix):
+                continue
+            try:
+                ns = os.stat(f"/proc/{pid}/ns/net")
+            except OSError:
+                continue
+            if (ns.st_dev, ns.st_ino) == (here.st_dev, here.st_ino) and _holds_a_socket(pid):
+                found[pid] = argv
+        return found
+
+
+def _holds_a_socket(pid: int) -> bool:
+    """The lease-script helper dnsmasq forks has its command line but no socket (only
+    pipes), and it may outlive a killed dnsmasq for a moment: it must not pass for one."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"):
+                return True
+        except OSError:
+            continue
+    return False
+
 
 def _arg(argv: Sequence[str], name: str) -> str | None:
     prefix = f"--{name}="
@@ -146,6 +204,7 @@ class FakeRunner:
         self.signals: list[tuple[int, int]] = []
         self.commands: list[list[str]] = []
         self.fail_next_start: str | None = None
+        self.elsewhere: set[int] = set()  # pids in another network namespace
 
     def _new_pid(self) -> int:
         self._next += 1
@@ -193,6 +252,13 @@ class FakeRunner:
 
     def wait_gone(self, pid: int, timeout: float) -> bool:
         return pid not in self.procs
+
+    def dnsmasqs(self, binary: str, pid_file_prefix: str) -> dict[int, list[str]]:
+        return {
+            pid: list(argv)
+            for pid, argv in sorted(self.procs.items())
+            if pid not in self.elsewhere and is_dnsmasq_under(argv, binary, pid_file_prefix)
+        }
 
     def hups(self, pid: int | None = None) -> int:
         return sum(1 for p, s in self.signals if s == signal.SIGHUP and (pid is None or p == pid))
