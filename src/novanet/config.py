@@ -7,6 +7,7 @@ points reads configuration on its own.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 import re
 import socket
@@ -280,7 +281,32 @@ def load(config_files: Iterable[str] = (), overrides: Mapping[str, Any] | None =
         raise ConfigError(str(exc)) from None
     if cfg.vlan_segmentation not in ("vlan", "vxlan"):
         raise ConfigError(f"option vlan_segmentation: {cfg.vlan_segmentation!r} is not vlan or vxlan")
+    for server in cfg.dns_server:
+        try:
+            ipaddress.IPv4Address(server)
+        except ValueError:
+            raise ConfigError(f"option dns_server: {server!r} is not an IPv4 address") from None
     return cfg
+
+
+# Options of the original that the host side does not implement. Each is refused when
+# an agent starts with it set to anything but its default, so none is silently ignored
+# (docs/configuration.md says why for each).
+UNSUPPORTED: dict[str, str] = {
+    "use_single_default_gateway": "every VIF's DHCP offers its network's gateway as router",
+    "forward_bridge_interface": "forwarding in and out of novanet bridges is not limited per interface",
+    "dhcpbridge": "the lease script is novanet's own (python -m novanet.agent.dhcpbridge)",
+}
+
+
+def check_supported(cfg: Config) -> None:
+    """ConfigError naming the first option set to a value the host side cannot honour."""
+    for name, why in UNSUPPORTED.items():
+        value, default = getattr(cfg, name), _DEFAULTS[name]
+        if value != default:
+            raise ConfigError(
+                f"option {name} = {value!r} is not supported by novanet's agent ({why}); remove it"
+            )
 
 
 _base = Config()

@@ -280,3 +280,12 @@ def test_values_are_stored_canonical(cli) -> None:
     [shown] = [n for n in cli.json("network", "list") if n["uuid"] == net["uuid"]]
     assert (shown["dns1"], shown["dns2"]) == ("8.8.8.8", "1.1.1.1")
     cli.ok("network", "delete", "--fixed-range", "10.7.0.0/24 ")
+
+
+@pytest.mark.parametrize(
+    "line", ["use_single_default_gateway = True", "forward_bridge_interface = eth1", "dhcpbridge = /x"]
+)
+def test_agent_refuses_options_it_cannot_honour(make_cli, line: str) -> None:
+    cli = make_cli(config=line + "\n")
+    name = line.split()[0]
+    cli.refused("agent", "check", "--host", "h1", code=6, match=f"option {name} = ")

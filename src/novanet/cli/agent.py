@@ -11,6 +11,7 @@ import typer
 from novanet.cli import output
 from novanet.cli.options import option
 from novanet.cli.state import state
+from novanet.config import check_supported
 
 app = typer.Typer(
     help="The network service of this host: makes the kernel match the database (needs root).",
@@ -51,6 +52,7 @@ def agent(
     )
     st = state(ctx)
     svc = st.ctx()
+    check_supported(svc.config)
     name = host or svc.config.host
     built = build_agent(svc, name, st.config_files)
     if once:
@@ -68,6 +70,7 @@ def check(ctx: typer.Context, host: HostOpt = None) -> None:
 
     st = state(ctx)
     svc = st.ctx()
+    check_supported(svc.config)
     name = host or ctx.meta.get("agent_host") or svc.config.host
     problems = build_agent(svc, name, st.config_files).check()
     for p in problems:

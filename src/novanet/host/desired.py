@@ -117,6 +117,20 @@ def _segment(net: Network, cfg: Config, host: str, peers: Iterable[str], snap: S
     return Segment("nic", nic) if nic else None
 
 
+def _dns_servers(net: Network, cfg: Config) -> tuple[str, ...]:
+    """The DNS servers guests are handed (DHCP option 6).
+
+    The original's dnsmasq answered DNS itself and forwarded to ``dns_server`` (plus the
+    network's dns1/dns2 with ``use_network_dns_servers``). Here dnsmasq serves DHCP only,
+    so guests are handed those upstream servers directly; with no ``dns_server``, the
+    network's own dns1/dns2, as before."""
+    own = tuple(d for d in (net.dns1, net.dns2) if d)
+    if not cfg.dns_server:
+        return own
+    chosen = list(cfg.dns_server) + (list(own) if cfg.use_network_dns_servers else [])
+    return tuple(dict.fromkeys(chosen))
+
+
 def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
     """Bridges, DHCP servers, NAT and VIF filters ``host`` must carry (rows with malformed
     values left out and listed in ``rejected``)."""
@@ -170,7 +184,7 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
                     dhcp_start=net.dhcp_start or gw,
                     netmask=net.netmask,
                     router=gw,
-                    dns_servers=tuple(d for d in (net.dns1, net.dns2) if d),
+                    dns_servers=_dns_servers(net, cfg),
                     domain=cfg.dhcp_domain,
                     lease_time=cfg.dhcp_lease_time,
                     mtu=cfg.network_device_mtu,
