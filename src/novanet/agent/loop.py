@@ -301,6 +301,11 @@ class Agent:
         stays or carries a NIC, the gateway addresses no network needs any more."""
         r = self.realizers
         want = as_built(state.bridges)
+        if any(line.startswith("network ") for line in state.rejected):
+            # A network row that cannot be read may be what still uses one of these
+            # bridges: nothing is deleted until it reads again (its instances keep L2).
+            r.owned.save(merged(r.owned.load(), want))
+            return
         keep = {}
         for name, built in r.owned.load().items():
             wanted = want.get(name)
@@ -324,6 +329,8 @@ class Agent:
         """What `_teardown` would remove: the drift of networks that left this host."""
         links = self.realizers.links
         want = as_built(state.bridges)
+        if any(line.startswith("network ") for line in state.rejected):
+            return []  # kept on purpose while a network row cannot be read (see _teardown)
         out = []
         for name, built in sorted(self.realizers.owned.load().items()):
             wanted = want.get(name)
@@ -545,7 +552,9 @@ class Agent:
             problems = self.probe()
             if not problems and now - self._last_resync >= self.ctx.config.agent_resync_interval:
                 self._last_resync = now
-                problems = self.check(self.applied, self.snap) + self.missed()
+                # a skipped row is reported, not repaired: a full sync cannot fix the database
+                drift = [p for p in self.check(self.applied, self.snap) if not p.startswith("database: ")]
+                problems = drift + self.missed()
             if problems:
                 log.warning("drift on %s, repairing: %s", self.host, "; ".join(problems))
                 self.metrics.drift_repairs.inc()
