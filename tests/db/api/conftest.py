@@ -4,6 +4,7 @@ compute_schemas/, copied from shared/reference/compute-api; see its SOURCES.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,9 +81,9 @@ def make_ctx(url: str, manager: str = "flatdhcp", **options: Any) -> Ctx:
     return Ctx(engine, cfg)
 
 
-@pytest.fixture
-def api(db_url: str) -> Iterator[Api]:
-    ctx = make_ctx(db_url)
+@contextlib.contextmanager
+def open_api(db_url: str, **options: Any) -> Iterator[Api]:
+    ctx = make_ctx(db_url, **options)
     try:
         with TestClient(create_app(ctx), raise_server_exceptions=False) as client:
             yield Api(
@@ -95,3 +96,9 @@ def api(db_url: str) -> Iterator[Api]:
             )
     finally:
         ctx.engine.dispose()
+
+
+@pytest.fixture
+def api(db_url: str) -> Iterator[Api]:
+    with open_api(db_url) as a:
+        yield a

@@ -176,7 +176,7 @@ def show_tenant(request: Request, p: ComputeCaller, network_id: NetworkId) -> di
     """One network the caller's project can use."""
     ctx = auth.get_ctx(request)
     net = N.get_network(ctx, network_id)
-    if net.project_id not in (None, p.project_id):
+    if not p.is_admin and net.project_id not in (None, p.project_id):
         raise auth.refuse(request, p, _not_found(network_id))
     return {"network": views.tenant_network(net)}
 
