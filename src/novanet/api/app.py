@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.responses import Response
@@ -22,6 +25,39 @@ def _operation_id(route: APIRoute) -> str:
     method = sorted(route.methods)[0].lower() if route.methods else "any"
     path = route.path_format.replace("{", "").replace("}", "").strip("/").replace("/", "_")
     return f"{method}_{path}".replace(".", "_").replace("-", "_")
+
+
+FAULT_SCHEMA = {
+    "type": "object",
+    "description": "A Compute-API fault: one key (badRequest, itemNotFound ...) -> code and message",
+    "minProperties": 1,
+    "maxProperties": 1,
+    "additionalProperties": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+    },
+}
+FAULT_CODES = ("400", "401", "403", "404", "409", "413", "422", "501", "503")
+
+
+def _with_faults(schema: dict[str, Any]) -> dict[str, Any]:
+    """Document what the API answers: every refusal is a Fault (never FastAPI's 422 body),
+    and a 202 has no body."""
+    comps = schema.setdefault("components", {}).setdefault("schemas", {})
+    comps.pop("HTTPValidationError", None)
+    comps.pop("ValidationError", None)
+    comps["Fault"] = FAULT_SCHEMA
+    fault = {"application/json": {"schema": {"$ref": "#/components/schemas/Fault"}}}
+    for ops in schema.get("paths", {}).values():
+        for op in ops.values():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            if "202" in responses:
+                responses["202"] = {"description": "Accepted (no body)"}
+            for code in FAULT_CODES:
+                responses[code] = {"description": "Fault", "content": fault}
+    return schema
 
 
 def create_app(ctx: Ctx) -> FastAPI:
@@ -59,6 +95,16 @@ def create_app(ctx: Ctx) -> FastAPI:
             ]
         }
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _with_faults(
+                get_openapi(
+                    title=app.title, version=app.version, description=app.description, routes=app.routes
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(Metrics, registry=registry)
     app.add_middleware(BodyLimit, limit=ctx.config.api_max_request_body_size)
     return app

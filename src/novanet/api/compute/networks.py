@@ -27,8 +27,8 @@ TENANT = "compute: tenant networks"
 class NetworkFields(Model):
     label: str = Field(max_length=255)
     cidr: str = Field(max_length=43)
-    num_networks: int | None = Field(default=None, ge=1, le=4096)
-    network_size: int | None = Field(default=None, ge=4, le=2**24)
+    num_networks: int | None = Field(default=None, ge=1, le=256)
+    network_size: int | None = Field(default=None, ge=4, le=65536)
     vlan_start: int | None = Field(default=None, ge=1, le=4094)
     vpn_start: int | None = Field(default=None, ge=1, le=65535)
     bridge: str | None = Field(default=None, max_length=15)

@@ -11,7 +11,7 @@ from novanet.api import auth
 from novanet.api.auth import ComputeCaller
 from novanet.api.common import Body as Model
 from novanet.api.common import warn_down
-from novanet.domain.errors import NotAssociated, NotFound, NotImplementedYet
+from novanet.domain.errors import InvalidInput, NotAssociated, NotFound
 from novanet.service import floating as F
 from novanet.service import instances as I
 from novanet.service.context import Ctx
@@ -82,7 +82,8 @@ def server_action(request: Request, p: ComputeCaller, server_id: ServerId, body:
         warn_down(ctx, response, [host])
         return response
     action = next(iter(body.model_extra or {"?": None}))
-    raise NotImplementedYet(
+    # the compute service's actions (reboot, resize ...) are not the network service's
+    raise InvalidInput(
         f"server action {action!r}: novanet carries out only addFloatingIp and removeFloatingIp"
     )
 
