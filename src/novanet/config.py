@@ -100,6 +100,14 @@ class Config:
     vxlan_port: int = 4789
     agent_poll_interval: float = 0.01  # seconds between change-log polls (SQLite)
     agent_resync_interval: int = 60  # seconds between full drift-repairing syncs
+    # services: heartbeats (nova's report_interval / service_down_time)
+    report_interval: int = 10  # seconds between an agent's heartbeats
+    service_down_time: int = 60  # a heartbeat older than this: the agent is down
+    # REST API ([api] listen / listen_port / workers; nova's osapi_compute_* in [DEFAULT])
+    api_listen: str = "127.0.0.1"
+    api_listen_port: int = 8774
+    api_workers: int = 1
+    api_max_request_body_size: int = 114688  # bytes (nova's osapi_max_request_body_size, 112 KiB)
     # database
     connection: str = ""  # [database] connection; empty: SQLite under state_path
 
@@ -138,7 +146,15 @@ _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
 
 # The original's [DEFAULT] spelling of options that live elsewhere here.
-_RENAMED = {"sql_connection": "connection"}
+_RENAMED = {
+    "sql_connection": "connection",
+    "osapi_compute_listen": "api_listen",
+    "osapi_compute_listen_port": "api_listen_port",
+    "osapi_compute_workers": "api_workers",
+    "osapi_max_request_body_size": "api_max_request_body_size",
+}
+# [api] options, read as api_<name>.
+_API_SECTION = ("listen", "listen_port", "workers", "max_request_body_size")
 _SUBST = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 
@@ -235,6 +251,9 @@ def read_files(paths: Iterable[str]) -> dict[str, str]:
             raw[key] = "\n".join(values)
         if parser.has_section("database") and parser.has_option("database", "connection"):
             raw["connection"] = parser.get("database", "connection")
+        for key in _API_SECTION:
+            if parser.has_section("api") and parser.has_option("api", key):
+                raw[f"api_{key}"] = parser.get("api", key)
     return raw
 
 

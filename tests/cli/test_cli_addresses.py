@@ -84,6 +84,7 @@ def test_floating_pool_lifecycle(cli) -> None:
     rows = cli.json("floating", "list")
     assert [r["address"] for r in rows] == [f"203.0.113.{i}" for i in range(1, 15)] + ["198.51.100.5"]
     assert rows[0] == {
+        "id": 1,  # the Compute API's floating IP id
         "address": "203.0.113.1",
         "pool": "public",
         "interface": "eth9",

@@ -124,20 +124,45 @@ class ChangeWaiter:
                 self._pg = None
 
 
-def run_agent(agent: Agent, *, metrics_port: int | None = None, underlay: str | None = None) -> int:
-    """Run until SIGTERM or SIGINT. The host is left as it is: a restarted agent converges
-    it again without tearing anything down (no DHCP or NAT outage)."""
-    stop = threading.Event()
+def _heartbeats(agent: Agent, role: str, stop: threading.Event) -> None:
+    """Say every report_interval that this host's agent is alive (`novanet service list`).
+    A failed heartbeat is logged and tried again; it never stops the agent."""
+    from novanet.service import hosts
 
-    def _stop(signum: int, _frame: object) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
+    while True:
+        try:
+            hosts.heartbeat(agent.ctx, agent.host, role)
+        except Exception as exc:
+            log.warning("heartbeat of %s failed: %s", agent.host, exc)
+        if stop.wait(agent.ctx.config.report_interval):
+            return
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+
+def run_agent(
+    agent: Agent,
+    *,
+    metrics_port: int | None = None,
+    underlay: str | None = None,
+    stop: threading.Event | None = None,
+    role: str = "agent",
+) -> int:
+    """Run until SIGTERM or SIGINT (or until ``stop`` is set, when the caller owns the
+    signals, as `novanet serve` does). The host is left as it is: a restarted agent
+    converges it again without tearing anything down (no DHCP or NAT outage)."""
+    if stop is None:
+        stop = threading.Event()
+        halt = stop
+
+        def _stop(signum: int, _frame: object) -> None:
+            log.info("signal %d: stopping", signum)
+            halt.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
     if metrics_port is not None:
         agent.metrics.serve(metrics_port)
     register_host(agent.ctx, agent.host, underlay)
+    threading.Thread(target=_heartbeats, args=(agent, role, stop), name="heartbeat", daemon=True).start()
     waiter = ChangeWaiter(agent.ctx, stop)
     backoff = 0.5
     try:

@@ -194,4 +194,21 @@ hosts = sa.Table(
     sa.Column("underlay_address", sa.String(39), nullable=True),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", sa.DateTime, nullable=True),
+    # What the agent process is (agent, serve) and when it last said it is alive.
+    sa.Column("role", sa.String(32), nullable=True),
+    sa.Column("heartbeat_at", sa.DateTime, nullable=True),
+)
+
+# API tokens: only the sha256 of each secret is kept. roles: comma-separated.
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("project_id", sa.String(255), nullable=False),
+    sa.Column("user_name", sa.String(255), nullable=True),
+    sa.Column("roles", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=sa.func.now()),
+    sa.Column("expires_at", sa.DateTime, nullable=True),
+    sa.Column("revoked_at", sa.DateTime, nullable=True),
 )

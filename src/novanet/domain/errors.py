@@ -87,3 +87,27 @@ class DatabaseError(NovanetError):
     code = "database_error"
     http_status = 503
     exit_code = 7
+
+
+class Unauthorized(NovanetError):
+    """A request without a valid token (missing, unknown, expired or revoked)."""
+
+    code = "unauthorized"
+    http_status = 401
+    exit_code = 5
+
+
+class NotAssociated(NovanetError):
+    """An address is not associated with the instance named (the original's 422)."""
+
+    code = "not_associated"
+    http_status = 422
+    exit_code = 4
+
+
+class NotImplementedYet(NovanetError):
+    """A documented operation this version cannot do yet (the original's 501)."""
+
+    code = "not_implemented"
+    http_status = 501
+    exit_code = 1

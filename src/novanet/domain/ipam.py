@@ -80,12 +80,22 @@ def usable_address(value: str, what: str = "address") -> IPv4Address:
     return addr
 
 
+# One command takes at most a /12 of floating IPs (about a million rows), so that a typo
+# (/1 for /21) cannot fill the memory of the process that reads it.
+MIN_RANGE_PREFIX = 12
+
+
 def parse_address_range(value: str) -> list[IPv4Address]:
     """A floating range: one address, or a CIDR whose usable host addresses are taken."""
     text = value.strip()
     if "/" not in text:
         return [usable_address(text, "ip range")]
     net = usable_network(text, "ip range")
+    if net.prefixlen < MIN_RANGE_PREFIX:
+        raise InvalidInput(
+            f"ip range {text} is too large: at most a /{MIN_RANGE_PREFIX}"
+            f" ({2 ** (32 - MIN_RANGE_PREFIX) - 2} addresses) at once"
+        )
     if net.prefixlen >= 31:
         return list(net)
     return list(net.hosts())

@@ -299,6 +299,38 @@ def set_reserved(ctx: Ctx, address: str, reserved: bool) -> dict[str, Any]:
     return run(ctx, tx)
 
 
+def get(ctx: Ctx, address: str) -> dict[str, Any]:
+    """One fixed IP with its network's range and, when allocated, its instance's host and
+    hostname (os-fixed-ips show)."""
+    addr = ipam.parse_address(address, "fixed IP")
+
+    def tx(conn: Connection) -> dict[str, Any]:
+        row = conn.execute(
+            sa.select(
+                fixed_ips.c.address,
+                networks.c.cidr,
+                fixed_ips.c.instance_uuid,
+                fixed_ips.c.reserved,
+                fixed_ips.c.allocated,
+                fixed_ips.c.leased,
+                instances.c.hostname,
+                instances.c.host,
+                instances.c.project_id,
+            )
+            .select_from(
+                fixed_ips.join(networks, networks.c.id == fixed_ips.c.network_id).outerjoin(
+                    instances, instances.c.uuid == fixed_ips.c.instance_uuid
+                )
+            )
+            .where(fixed_ips.c.address == str(addr))
+        ).first()
+        if row is None:
+            raise NotFound(f"fixed IP {addr} not found in any network")
+        return dict(row._mapping)
+
+    return run(ctx, tx, write=False)
+
+
 def list_fixed(ctx: Ctx, host: str | None = None) -> list[dict[str, Any]]:
     """Every address of every network with its flags (`fixed list`)."""
     if host is not None:

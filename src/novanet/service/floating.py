@@ -107,6 +107,7 @@ def delete_pool(ctx: Ctx, ip_range: str) -> int:
 
 def _listing() -> sa.Select[Any]:
     return sa.select(
+        floating_ips.c.id,
         floating_ips.c.address,
         floating_ips.c.pool,
         floating_ips.c.interface,
@@ -218,13 +219,51 @@ def _find(conn: Connection, ctx: Ctx, address: str) -> Any:
     return row
 
 
-def release(ctx: Ctx, address: str, project_id: str | None = None) -> dict[str, Any]:
-    """Return an address to its pool: by its owner (``project_id``) or the admin (None)."""
+def get(ctx: Ctx, ref: str | int, project_id: str | None = None) -> dict[str, Any]:
+    """One floating IP by its id or its address; another project's is not found (the
+    original's project_only), as is a free one when ``project_id`` is given."""
+    if project_id is not None:
+        names.project_id(project_id)
+    text = str(ref).strip()
+    if text.isdigit():
+        if int(text) >= 2**31:
+            raise NotFound(f"floating IP {text} not found")
+        cond = floating_ips.c.id == int(text)
+    else:
+        cond = floating_ips.c.address == str(ipam.parse_address(text, "floating IP"))
+
+    def tx(conn: Connection) -> dict[str, Any]:
+        row = conn.execute(_listing().where(cond)).first()
+        if row is None or (project_id is not None and row.project_id != project_id):
+            raise NotFound(f"floating IP {text} not found")
+        return dict(row._mapping)
+
+    return run(ctx, tx, write=False)
+
+
+def release(
+    ctx: Ctx, address: str, project_id: str | None = None, *, disassociate: bool = False
+) -> dict[str, Any]:
+    """Return an address to its pool: by its owner (``project_id``) or the admin (None).
+
+    ``disassociate``: detach it from its instance first, in the same transaction (the
+    Compute API's DELETE did), instead of refusing an associated address.
+    """
     if project_id is not None:
         names.project_id(project_id)
 
     def tx(conn: Connection) -> dict[str, Any]:
         row = _find(conn, ctx, address)
+        if disassociate and row.fixed_ip_id is not None and not row.auto_assigned:
+            if project_id is not None and row.project_id != project_id:
+                raise Forbidden(f"floating IP {row.address} belongs to another project")
+            conn.execute(
+                floating_ips.update()
+                .where(floating_ips.c.id == row.id)
+                .values(fixed_ip_id=None, host=None, updated_at=utcnow())
+            )
+            record(ctx, conn, "floating", row.address)
+            row = _find(conn, ctx, address)
         if row.project_id is None:
             raise Conflict(f"floating IP {row.address} is not allocated to any project")
         if project_id is not None and row.project_id != project_id:

@@ -17,12 +17,13 @@ from novanet.domain.errors import (
     Conflict,
     InvalidInput,
     NetworkInUse,
+    NoMoreNetworks,
     NotFound,
     VlanConflict,
 )
 from novanet.domain.models import Network
 from novanet.domain.modes import Mode
-from novanet.service.context import Ctx, record, run, utcnow
+from novanet.service.context import Ctx, lock, record, run, utcnow
 
 Progress = Callable[[int, int], None]
 
@@ -285,12 +286,44 @@ def _create(
     return created
 
 
-def list_networks(ctx: Ctx) -> list[Network]:
+def list_networks(ctx: Ctx, project_id: str | None = None, *, unowned: bool = True) -> list[Network]:
+    """Every network; with ``project_id``, that project's (and, if ``unowned``, the ones
+    open to every project, as the original's project_only="allow_none")."""
+    if project_id is not None:
+        names.project_id(project_id)
+
     def tx(conn: Connection) -> list[Network]:
-        rows = conn.execute(sa.select(networks).order_by(networks.c.id)).all()
-        return [Network.from_row(r) for r in rows]
+        stmt = sa.select(networks).order_by(networks.c.id)
+        if project_id is not None:
+            mine = networks.c.project_id == project_id
+            stmt = stmt.where(sa.or_(mine, networks.c.project_id.is_(None)) if unowned else mine)
+        return [Network.from_row(r) for r in conn.execute(stmt).all()]
 
     return run(ctx, tx, write=False)
+
+
+def add_to_project(ctx: Ctx, project: str, ref: str | None = None) -> Network:
+    """Give ``project`` a network: the one named, or the first one no project owns."""
+    names.project_id(project)
+    if ref is not None:
+        return modify_network(ctx, ref, project=project)
+
+    def tx(conn: Connection) -> Network:
+        lock(ctx, conn, "networks:associate")
+        row = conn.execute(
+            sa.select(networks.c.uuid).where(networks.c.project_id.is_(None)).order_by(networks.c.id).limit(1)
+        ).first()
+        if row is None:
+            raise NoMoreNetworks("no network left without a project; create one first")
+        conn.execute(
+            networks.update()
+            .where(networks.c.uuid == row.uuid, networks.c.project_id.is_(None))
+            .values(project_id=project, updated_at=utcnow())
+        )
+        record(ctx, conn, "network", row.uuid)
+        return find_network(conn, row.uuid)
+
+    return run(ctx, tx)
 
 
 def find_network(conn: Connection, ref: str, *, for_update: bool = False) -> Network:
@@ -314,8 +347,18 @@ def get_network(ctx: Ctx, ref: str) -> Network:
     return run(ctx, lambda conn: find_network(conn, ref), write=False)
 
 
-def delete_network(ctx: Ctx, *, fixed_range: str | None = None, uuid: str | None = None) -> Network:
-    """Delete a network that has no project and no allocated addresses."""
+def delete_network(
+    ctx: Ctx,
+    *,
+    fixed_range: str | None = None,
+    uuid: str | None = None,
+    disassociate: bool = False,
+) -> Network:
+    """Delete a network that has no project and no allocated addresses.
+
+    ``disassociate``: a network still associated with a project is dropped from it first
+    (os-tenant-networks' DELETE did), in the same transaction.
+    """
     if (fixed_range is None) == (uuid is None):
         raise InvalidInput("give exactly one of --fixed-range or --uuid")
     ref = fixed_range if fixed_range is not None else uuid
@@ -323,7 +366,7 @@ def delete_network(ctx: Ctx, *, fixed_range: str | None = None, uuid: str | None
 
     def tx(conn: Connection) -> Network:
         net = find_network(conn, ref, for_update=True)
-        if net.project_id is not None:
+        if net.project_id is not None and not disassociate:
             raise NetworkInUse(
                 f"network {net.cidr} is associated with project {net.project_id}; run"
                 f" `novanet network modify {net.cidr} --disassociate-project` first"

@@ -1,0 +1,1 @@
+"""The Compute API's network endpoints (nova's Havana os-* extensions)."""
