@@ -50,6 +50,26 @@ def create(*extra: str, cidr: str = "10.1.0.0/24") -> list[str]:
         (create("--vlan", "100"), INVALID, "VLAN mode"),
         (create("--fixed-cidr", "10.9.0.0/25"), INVALID, "not inside"),
         (create("--uuid", "nope"), INVALID, "uuid"),
+        # special-purpose ranges, refused with the reason
+        (create(cidr="127.0.0.0/24"), INVALID, "loopback"),
+        (create(cidr="224.0.0.0/24"), INVALID, "multicast"),
+        (create(cidr="240.0.0.0/24"), INVALID, "reserved"),
+        (create(cidr="255.255.255.0/24"), INVALID, "broadcast"),
+        (create(cidr="169.254.169.0/24"), INVALID, "metadata"),
+        (create(cidr="169.254.0.0/24"), INVALID, "link-local"),
+        (create(cidr="0.0.0.0/0"), INVALID, "0.0.0.0/8"),
+        (create(cidr="0.0.0.0/24"), INVALID, "not routable"),
+        (create("--dns1", "127.0.0.1"), INVALID, "dns1 127.0.0.1: loopback"),
+        (create("--dns2", "224.0.0.1"), INVALID, "multicast"),
+        (create("--dns1", "8.8.8.8;x"), INVALID, "dns1"),
+        (create("--dns2", "8.8.8.8 9.9.9.9"), INVALID, "dns2"),
+        # integers the database cannot hold: a clear error, not an OverflowError
+        (create("--priority", "99999999999999999999"), INVALID, "invalid priority"),
+        (create("--priority", "-99999999999999999999"), INVALID, "invalid priority"),
+        (create("--network-size", "99999999999999999999"), INVALID, "network size"),
+        (create("--num-networks", "99999999999999999999"), INVALID, "number of networks"),
+        (["floating", "create", "--ip-range", "127.0.0.0/30"], INVALID, "loopback"),
+        (["floating", "create", "--ip-range", "169.254.169.254"], INVALID, "link-local"),
         (["network", "delete", "--fixed-range", "10.0.0.0/24"], CONFLICT, "still has 1 allocated"),
         (["network", "delete", "--fixed-range", "10.9.0.0/24"], NOT_FOUND, "not found"),
         (["network", "delete"], INVALID, "exactly one of"),
@@ -241,3 +261,22 @@ def test_single_network_options(world) -> None:
         *create("--gateway", "10.1.0.1", "--num-networks", "2", "--network-size", "128"),
         code=INVALID, match="--gateway applies to one network",
     )  # fmt: skip
+
+
+def test_values_are_stored_canonical(cli) -> None:
+    """Whitespace around addresses and CIDRs is stripped the same way everywhere: the
+    database holds the parsed value, never the text as typed (a newline in dns1 once
+    reached dnsmasq's options file)."""
+    [net] = cli.json(
+        "network", "create", "--label", "n", "--fixed-range-v4", " 10.7.0.0/24\n",
+        "--dns1", "8.8.8.8\n", "--dns2", " 1.1.1.1 ", "--gateway", "10.7.0.1 ",
+    )  # fmt: skip
+    assert (net["cidr"], net["dns1"], net["dns2"], net["gateway"]) == (
+        "10.7.0.0/24",
+        "8.8.8.8",
+        "1.1.1.1",
+        "10.7.0.1",
+    )
+    [shown] = [n for n in cli.json("network", "list") if n["uuid"] == net["uuid"]]
+    assert (shown["dns1"], shown["dns2"]) == ("8.8.8.8", "1.1.1.1")
+    cli.ok("network", "delete", "--fixed-range", "10.7.0.0/24 ")

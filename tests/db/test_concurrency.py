@@ -2,8 +2,10 @@
 
 Every test starts real processes with the "spawn" start method (forking a process that
 already holds SQLAlchemy engines and open connections is unsafe); each child builds its
-own engine from the URL, waits on a shared barrier so the children really overlap, runs
-its calls and sends back what it saw (addresses, MACs, error codes). The parent then
+own engine from the URL, waits on a shared barrier so the children start together, runs
+its first call, waits on the barrier again so that every child is in flight before any
+goes on (the overlap is made, not hoped for from the scheduler), runs the rest and sends
+back what it saw (addresses, MACs, error codes). The parent then
 checks the outcome against the database with plain SQL, not through the service layer.
 
 Runs on SQLite and PostgreSQL (``db_url`` fixture).
@@ -11,7 +13,6 @@ Runs on SQLite and PostgreSQL (``db_url`` fixture).
 
 from __future__ import annotations
 
-import itertools
 import multiprocessing as mp
 import queue as queuelib
 import random
@@ -140,16 +141,21 @@ def _worker(job: Job, barrier: Any, results: Any) -> None:
             ctx = Ctx(engine, cfg)
             barrier.wait(BARRIER_TIMEOUT)
             out.start = time.monotonic()
-            for call in job.calls:
+            for i, call in enumerate(job.calls):
                 try:
                     out.ok.append(_one_call(ctx, cfg.network_manager, call))
                 except NovanetError as exc:
                     out.errors.append((call, exc.code, exc.message))
                 out.done_at.append(time.monotonic())
+                if i == 0:
+                    # Every child has finished one call and none has finished all: the
+                    # rest of the calls of all children run at the same time.
+                    barrier.wait(BARRIER_TIMEOUT)
             out.end = time.monotonic()
         finally:
             engine.dispose()
     except BaseException as exc:  # reported to the parent, which fails the test
+        barrier.abort()  # the others must not wait for this child at the barrier
         out.unexpected.append(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
     results.put(out)
 
@@ -158,8 +164,6 @@ def _run(
     url: str,
     overrides: dict[str, Any] | list[dict[str, Any]],
     calls_per_worker: list[tuple[Call, ...]],
-    *,
-    min_switches: int | None = None,
 ) -> list[Outcome]:
     """Run one child per entry of ``calls_per_worker``, all released at once; ``overrides``
     is the configuration of all children or a list with one per child."""
@@ -210,34 +214,24 @@ def _run(
     outcomes.sort(key=lambda o: o.worker)
     problems = [u for o in outcomes for u in o.unexpected]
     assert not problems, "children failed unexpectedly:\n" + "\n".join(problems)
-    _assert_overlap(outcomes, len(outcomes) if min_switches is None else min_switches)
+    _assert_overlap(outcomes)
     return outcomes
 
 
-def _assert_overlap(outcomes: list[Outcome], min_switches: int) -> None:
-    """The children really ran at the same time, not one after another."""
-    assert max(o.start for o in outcomes) < min(o.end for o in outcomes), (
+def _assert_overlap(outcomes: list[Outcome]) -> None:
+    """The children really ran at the same time, not one after another: each finished its
+    first call before any child finished its last (the second barrier makes it so; this
+    checks that it did)."""
+    assert max(o.done_at[0] for o in outcomes) < min(o.end for o in outcomes), (
         "children did not overlap: "
         + ", ".join(f"w{o.worker}=[{o.start:.3f}, {o.end:.3f}]" for o in outcomes)
     )
-    # Completions of different children interleave (not n blocks run back to back).
     timeline = sorted((t, o.worker) for o in outcomes for t in o.done_at)
-    switches = sum(1 for a, b in itertools.pairwise(timeline) if a[1] != b[1])
-    assert switches >= min_switches, f"only {switches} switches between children in {len(timeline)} calls"
+    first = {w for _, w in timeline[: len(outcomes)]}
+    assert len(first) == len(outcomes), f"the first {len(outcomes)} completions came from {sorted(first)}"
 
 
 # --- parent helpers ------------------------------------------------------------------
-
-
-def _pair_switches(url: str) -> int:
-    """How often two children racing each other must alternate.
-
-    PostgreSQL interleaves them call by call. SQLite runs one write unit at a time and its
-    busy handler (sleeping 1, 2, 5, ... 100 ms between tries) mostly loses the lock to the
-    writer that just committed, so one child often finishes all its calls while the
-    other's first call waits: there, only the overlap itself is required.
-    """
-    return 1 if url.startswith("sqlite") else 10
 
 
 def _setup(url: str, overrides: dict[str, Any]) -> tuple[Ctx, sa.Engine]:
@@ -475,7 +469,7 @@ def test_locked_but_free_address_is_not_exhaustion(db_url: str, check_db: sa.Eng
     churn = tuple(
         Call("churn", "p", str(uuidlib.UUID(int=2 << 64 | i)), networks=(net_a.uuid,)) for i in range(200)
     )
-    outcomes = _run(db_url, FLATDHCP_OVERRIDES, [doomed, churn], min_switches=_pair_switches(db_url))
+    outcomes = _run(db_url, FLATDHCP_OVERRIDES, [doomed, churn])
 
     assert {code for _, code, _ in outcomes[0].errors} == {"no_more_fixed_ips"}
     assert not outcomes[0].ok
@@ -543,8 +537,7 @@ def test_floating_quota_race(db_url: str, check_db: sa.Engine) -> None:
     engine.dispose()
 
     calls = tuple(Call("floating", project="greedy") for _ in range(10))
-    # Only 80 calls: SQLite's lock hand-over gives few switches between children here.
-    outcomes = _run(db_url, overrides, [calls] * WORKERS, min_switches=2)
+    outcomes = _run(db_url, overrides, [calls] * WORKERS)
 
     ok = _successes(outcomes)
     assert len(ok) == 10
@@ -580,7 +573,7 @@ def test_vlan_project_association_race(db_url: str, check_db: sa.Engine) -> None
                 for i, p in enumerate(order)
             )
         )
-    outcomes = _run(db_url, VLAN_OVERRIDES, per_worker, min_switches=_pair_switches(db_url))
+    outcomes = _run(db_url, VLAN_OVERRIDES, per_worker)
 
     ok = _successes(outcomes)
     errors = [(call, code) for o in outcomes for call, code, _ in o.errors]
@@ -632,7 +625,6 @@ def test_locked_but_unowned_vlan_network_is_not_exhaustion(db_url: str, check_db
         db_url,
         [{**VLAN_OVERRIDES, "quota_fixed_ips": 0}, VLAN_OVERRIDES],
         [doomed, churn],
-        min_switches=_pair_switches(db_url),
     )
 
     assert not outcomes[0].ok

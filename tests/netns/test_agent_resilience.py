@@ -365,6 +365,50 @@ def test_drift_is_repaired_within_10s_and_reported_while_the_agent_is_down(lab: 
 # --- 3. an instance keeps its address across an agent restart --------------------------------------
 
 
+class LinkMonitor:
+    """``ip -4 -o monitor link address`` in a namespace, bracketed by marker events.
+
+    Only IPv4 address events: the kernel adds IPv6 link-local addresses to the bridge and
+    its ports on its own, whenever DAD happens to finish, and that says nothing about
+    the agent. The start marker (a veth pair made here) proves the monitor is subscribed
+    before anything is measured; the end marker (the pair deleted) that every earlier
+    event has been written, since netlink delivers one socket's messages in order. No
+    sleeps, no guessing how long either takes.
+    """
+
+    def __init__(self, lab: Lab, ns: Netns) -> None:
+        self.ns, self.out = ns, lab.root / "monitor.log"
+        self.marker = f"mk{uuid.uuid4().hex[:8]}"
+        with open(self.out, "w") as sink:
+            argv = ("ip", "-4", "-o", "monitor", "link", "address")
+            self.proc = ns.popen(*argv, stdout=sink, stderr=subprocess.STDOUT)
+        lab.helpers.append(self.proc)
+
+        def subscribed() -> bool:
+            # re-made until seen: an event sent before the subscription is lost for good
+            ns.run("ip", "link", "del", f"{self.marker}a", check=False)
+            ns.run("ip", "link", "add", f"{self.marker}a", "type", "veth", "peer", "name", f"{self.marker}b")
+            return self._seen(lambda line: f"{self.marker}a" in line and not line.startswith("Deleted"), 1.0)
+
+        eventually(subscribed, 15, 0, "ip monitor subscribed")
+
+    def _seen(self, pred: Callable[[str], bool], timeout: float) -> bool:
+        try:
+            eventually(lambda: any(pred(line) for line in self.out.read_text().splitlines()), timeout, 0.02)
+        except AssertionError:
+            return False
+        return True
+
+    def stop(self) -> list[str]:
+        """The events since the monitor subscribed, without the markers' own."""
+        self.ns.run("ip", "link", "del", f"{self.marker}a")
+        done = self._seen(lambda line: line.startswith("Deleted") and f"{self.marker}b" in line, 15)
+        assert done, "the end marker never reached ip monitor"
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        return [line for line in self.out.read_text().splitlines() if self.marker not in line]
+
+
 def test_instance_keeps_its_lease_across_an_agent_restart(lab: Lab, world: World) -> None:
     _, host, conf = single_host(lab, world, dhcp_lease_time="120")
     vm, fixed, _ = one_instance(lab, world, host, conf)
@@ -391,11 +435,7 @@ def test_instance_keeps_its_lease_across_an_agent_restart(lab: Lab, world: World
 
     bridge_index = link_info(host, "br100")["ifindex"]
     server = dnsmasq_pid(lab)
-    monitor_out = lab.root / "monitor.log"
-    with open(monitor_out, "w") as sink:
-        monitor = host.popen("ip", "-o", "monitor", "link", "address", stdout=sink, stderr=subprocess.STDOUT)
-    lab.helpers.append(monitor)
-    time.sleep(0.5)  # let the monitor subscribe
+    monitor = LinkMonitor(lab, host)
 
     lab.stop_agent(agent)
     assert agent.returncode == 0
@@ -413,8 +453,7 @@ def test_instance_keeps_its_lease_across_an_agent_restart(lab: Lab, world: World
     assert link_info(host, "br100")["ifindex"] == bridge_index
     assert dnsmasq_pid(lab) == server
     assert bridge_addresses(host, "br100") == [f"{GATEWAY}/24"]
-    time.sleep(0.5)
-    events = monitor_out.read_text()
-    assert "Deleted" not in events and "br100" not in events, events
+    events = monitor.stop()
+    assert not [e for e in events if "Deleted" in e or "br100" in e], events
     rc, out = agent_check(host, conf)
     assert rc == 0, out

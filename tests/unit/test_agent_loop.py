@@ -5,7 +5,6 @@ when ids become visible out of order (PostgreSQL)."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
 import threading
@@ -267,15 +266,18 @@ def test_an_instance_change_rereads_the_snapshot_and_sends_only_its_elements(env
     assert env.agent.check() == []
 
 
-def test_a_network_this_host_stops_serving_loses_its_dnsmasq_at_once(env: Env) -> None:
-    env.ctx.config = dataclasses.replace(env.ctx.config, teardown_unused_network_gateway=True)
+def test_a_network_this_host_stops_serving_is_torn_down_at_once(env: Env) -> None:
     inst, _ = env.instance()
     env.agent.step()
-    assert env.agent.realizers.dhcp.running()
+    assert env.agent.realizers.dhcp.running() and env.links.link("br100") is not None
     I.deallocate_for_instance(env.ctx, inst)  # the network's last instance
+    env.agent.partial_sync()
+    [net] = N.list_networks(env.ctx)
+    N.delete_network(env.ctx, uuid=net.uuid)
     assert env.agent.partial_sync() is True
     assert env.agent.applied is not None and env.agent.applied.dhcp == ()
     assert env.agent.realizers.dhcp.running() == {} and env.runner.dump() == {}
+    assert env.links.link("br100") is None  # bridge and gateway address gone
     assert env.agent.check() == []
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from novanet import config as C
 from novanet.agent import dhcpbridge
+from novanet.agent.private import write_private
 from novanet.db.engine import create_engine
 from novanet.db.migrate import ensure_schema
 from novanet.domain.modes import FLATDHCP
@@ -165,10 +166,12 @@ def test_database_errors_are_one_line(tmp_path: Path) -> None:
     assert err.getvalue().count("\n") == 1 and "no such table" in err.getvalue()
 
 
-def test_runs_as_a_module_like_dnsmasq_runs_it(world: World) -> None:
+def test_runs_as_a_module_like_dnsmasq_runs_it(world: World, tmp_path: Path) -> None:
+    db_file = tmp_path / "database"
+    write_private(db_file, world.url)
     res = subprocess.run(
         [
-            *dhcpbridge.script_argv(db_url=world.url),
+            *dhcpbridge.script_argv(db_file=db_file),
             "--network",
             world.net,
             "--",
@@ -185,13 +188,28 @@ def test_runs_as_a_module_like_dnsmasq_runs_it(world: World) -> None:
 
 
 def test_script_argv() -> None:
-    assert dhcpbridge.script_argv(["/etc/nova/nova.conf"], "sqlite:////x.db", python="/py") == [
+    assert dhcpbridge.script_argv(
+        ["/etc/nova/nova.conf"], "/var/lib/novanet/networks/h/database", python="/py"
+    ) == [
         "/py",
         "-m",
         "novanet.agent.dhcpbridge",
         "--config-file",
         "/etc/nova/nova.conf",
-        "--db",
-        "sqlite:////x.db",
+        "--db-file",
+        "/var/lib/novanet/networks/h/database",
     ]
     assert dhcpbridge.script_argv()[0] == sys.executable
+
+
+def test_the_database_url_file_must_be_private(world: World, tmp_path: Path) -> None:
+    db_file = tmp_path / "database"
+    write_private(db_file, world.url)
+    assert db_file.stat().st_mode & 0o777 == 0o600
+    args = ["--db-file", str(db_file), "--network", world.net, "--", "add", world.mac, world.address]
+    err = io.StringIO()
+    assert dhcpbridge.main(args, io.StringIO(), err) == 0, err.getvalue()
+    db_file.chmod(0o644)  # someone loosened it: refused, the secret is not used from there
+    err = io.StringIO()
+    assert dhcpbridge.main(args, io.StringIO(), err) != 0
+    assert err.getvalue().count("\n") == 1 and "mode 0600" in err.getvalue()

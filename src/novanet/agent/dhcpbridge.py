@@ -18,12 +18,14 @@ import argparse
 import datetime as dt
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn, TextIO
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from novanet import config as C
+from novanet.agent.private import read_private
 from novanet.db.engine import create_engine
 from novanet.db.schema import fixed_ips, instances, networks, virtual_interfaces
 from novanet.domain import names
@@ -47,6 +49,7 @@ def _parser() -> _Parser:
     p = _Parser(prog=PROG, add_help=False)
     p.add_argument("--config-file", action="append", default=[])
     p.add_argument("--db", default=None, help="database URL (overrides [database] connection)")
+    p.add_argument("--db-file", default=None, help="a 0600 file holding the database URL (the agent's way)")
     p.add_argument("--network", required=True, help="uuid of the network this dnsmasq serves")
     p.add_argument("--host", default=None, help="this host (multi-host networks: only its leases)")
     p.add_argument("--lease-time", type=int, default=None)
@@ -56,14 +59,15 @@ def _parser() -> _Parser:
 
 
 def script_argv(
-    config_files: Sequence[str] = (), db_url: str | None = None, python: str | None = None
+    config_files: Sequence[str] = (), db_file: str | Path | None = None, python: str | None = None
 ) -> list[str]:
-    """The command an agent gives DnsmasqManager as ``lease_script_argv``."""
+    """The command an agent gives DnsmasqManager as ``lease_script_argv``: the database
+    URL only by the path of a 0600 file, never on the command line."""
     out = [python or sys.executable, "-m", "novanet.agent.dhcpbridge"]
     for f in config_files:
         out += ["--config-file", f]
-    if db_url:
-        out += ["--db", db_url]
+    if db_file:
+        out += ["--db-file", str(db_file)]
     return out
 
 
@@ -119,8 +123,9 @@ def init_lines(ctx: Ctx, network_uuid: str, host: str | None, lease_time: int) -
     return run(ctx, tx, write=False)
 
 
-def _context(config_files: Sequence[str], db_url: str | None) -> Ctx:
-    cfg = C.load(config_files, overrides={"connection": db_url})
+def _context(ns: argparse.Namespace) -> Ctx:
+    db_url = read_private(Path(ns.db_file)) if ns.db_file else ns.db
+    cfg = C.load(ns.config_file, overrides={"connection": db_url})
     return Ctx(create_engine(cfg.database_url), cfg)
 
 
@@ -130,14 +135,14 @@ def _handle(ns: argparse.Namespace, out: TextIO) -> None:
         if len(ns.args) not in (2, 3):
             raise InvalidInput(f"{action} needs MAC IP [HOSTNAME], got {len(ns.args)} arguments")
         mac, address = ns.args[0], ns.args[1]
-        ctx = _context(ns.config_file, ns.db)
+        ctx = _context(ns)
         if action == "del":
             fixed.release(ctx, address, mac)
         else:
             fixed.lease(ctx, address, mac)
         return
     if action == "init":
-        ctx = _context(ns.config_file, ns.db)
+        ctx = _context(ns)
         lease_time = ns.lease_time if ns.lease_time is not None else ctx.config.dhcp_lease_time
         for line in init_lines(ctx, ns.network, ns.host, lease_time):
             out.write(line + "\n")

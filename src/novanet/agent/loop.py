@@ -27,11 +27,13 @@ from sqlalchemy.engine import Connection
 
 from novanet.agent import snapshot as snapmod
 from novanet.agent.metrics import Metrics
-from novanet.host import netlink, nft
+from novanet.domain.errors import NovanetError
+from novanet.host import netlink, nft, screen
 from novanet.host.desired import SnapFloating, Snapshot, desired_state
 from novanet.host.dnsmasq import DnsmasqManager
 from novanet.host.model import FloatingNat, HostState
 from novanet.host.netlink_base import LinkBackend
+from novanet.host.owned import OwnedBridges, as_built, merged
 from novanet.service import fixed as fixedsvc
 from novanet.service.context import Ctx, run
 
@@ -105,6 +107,7 @@ class Realizers:
     dhcp: DnsmasqManager
     forwarding: Callable[[], object] = netlink.enable_forwarding
     arp: Callable[[str, str, int], None] | None = None  # gratuitous ARP sender
+    owned: OwnedBridges = field(default_factory=lambda: OwnedBridges(None))  # what we built
 
 
 @dataclass
@@ -121,6 +124,7 @@ class Agent:
     _last_probe: float = float("-inf")
     _last_resync: float = 0.0
     _released: set[tuple[str, str, str]] = field(default_factory=set)
+    _rejected: tuple[str, ...] = ()
 
     @property
     def last_change(self) -> int:
@@ -229,9 +233,20 @@ class Agent:
         nat = applied.nat
         if nat is None or not snap.floating:
             return None
+        # Rows skipped as malformed stay out; a change touching one (or making a new
+        # one) takes the general path, which screens the snapshot and reports the row.
+        skipped = {line.split()[1] for line in applied.rejected if line.startswith("floating ")}
+        if refs & skipped or not all(
+            screen.floating_ok(snap.floating[a]) for a in refs if a in snap.floating
+        ):
+            return None
         after = {a: snap.floating[a] for a in refs if a in snap.floating}
         fixed = {f.fixed_address for f in (*before.values(), *after.values())}
-        rest = {a: f for a, f in snap.floating.items() if f.fixed_address in fixed and a not in refs}
+        rest = {
+            a: f
+            for a, f in snap.floating.items()
+            if f.fixed_address in fixed and a not in refs and a not in skipped
+        }
 
         def small(entries: dict[str, SnapFloating]) -> HostState:
             floating = tuple(
@@ -248,6 +263,7 @@ class Agent:
         floating = tuple(
             FloatingNat(f.address, f.fixed_address, f.interface)
             for f in sorted(snap.floating.values(), key=lambda f: f.address)
+            if f.address not in skipped
         )
         return replace(applied, nat=replace(nat, floating=floating))
 
@@ -255,7 +271,10 @@ class Agent:
         r = self.realizers
         if any(b.addresses for b in new.bridges):
             r.forwarding()
-        if old is None or old.bridges != new.bridges:
+        bridges_changed = old is None or old.bridges != new.bridges
+        if bridges_changed:
+            # recorded before it is built: a crash in between leaves nothing unrecorded
+            r.owned.save(merged(r.owned.load(), as_built(new.bridges)))
             netlink.ensure_bridges(r.links, new.bridges)
             self._attach_ports(new)
         if old is None:
@@ -272,7 +291,55 @@ class Agent:
             report = r.dhcp.sync(new.dhcp, prune=old is None or bool(gone))
             if not report.ok:
                 raise RuntimeError(f"dhcp: {report.errors}")
+        if bridges_changed:
+            self._teardown(new)  # after dnsmasq of a network that left was stopped
         self._release(new)
+
+    def _teardown(self, state: HostState) -> None:
+        """Tear down what networks that left this host left behind: their bridges (with
+        the VLAN/VXLAN device; instance ports are only released) and, on a bridge that
+        stays or carries a NIC, the gateway addresses no network needs any more."""
+        r = self.realizers
+        want = as_built(state.bridges)
+        keep = {}
+        for name, built in r.owned.load().items():
+            wanted = want.get(name)
+            try:
+                if wanted is None and not built.nic:
+                    for change in netlink.remove_bridges(r.links, [name]):
+                        log.info("teardown on %s: %s", self.host, change)
+                    continue
+                stale = built.addresses - (wanted.addresses if wanted else frozenset())
+                if stale and r.links.link(name) is not None:
+                    present = {a.cidr for a in r.links.addresses(name)}
+                    for cidr in sorted(stale & present):
+                        r.links.delete_address(name, cidr)
+                        log.info("teardown on %s: removed %s from %s", self.host, cidr, name)
+            except (netlink.LinkError, NovanetError) as exc:
+                log.error("teardown of %s on %s: %s (retried at the next full sync)", name, self.host, exc)
+                keep[name] = built
+        r.owned.save({**keep, **want})
+
+    def _leftovers(self, state: HostState) -> list[str]:
+        """What `_teardown` would remove: the drift of networks that left this host."""
+        links = self.realizers.links
+        want = as_built(state.bridges)
+        out = []
+        for name, built in sorted(self.realizers.owned.load().items()):
+            wanted = want.get(name)
+            if links.link(name) is None:
+                continue
+            if wanted is None and not built.nic:
+                out.append(f"bridge {name} is left over: no network of this host uses it")
+                continue
+            if wanted is not None and not built.nic:
+                continue  # foreign addresses of a wanted bridge are reported by netlink.drift
+            stale = built.addresses - (wanted.addresses if wanted else frozenset())
+            present = {a.cidr for a in links.addresses(name)}
+            out += [
+                f"bridge {name} still carries {c} of a network that left" for c in sorted(stale & present)
+            ]
+        return out
 
     def _attach_ports(self, state: HostState) -> None:
         """Put this host's instance ports back on their bridge: a bridge deleted and
@@ -305,7 +372,7 @@ class Agent:
         if old is None:
             ifaces |= snap.floating_interfaces
         for iface in sorted(ifaces):
-            if links.link(iface) is None:
+            if not screen.interface_ok(iface) or links.link(iface) is None:
                 if iface in want:
                     log.warning("floating IP interface %s does not exist on %s", iface, self.host)
                 continue
@@ -355,12 +422,25 @@ class Agent:
             self._released.add(item)
 
     def _count(self, state: HostState) -> None:
+        self._report_rejected(state.rejected)
         m = self.metrics.elements
         m.labels("bridges").set(len(state.bridges))
         m.labels("dhcp_servers").set(len(state.dhcp))
         m.labels("dhcp_hosts").set(sum(len(d.hosts) for d in state.dhcp))
         m.labels("floating_ips").set(len(state.nat.floating) if state.nat else 0)
         m.labels("vif_filters").set(len(state.vifs))
+
+    def _report_rejected(self, rejected: tuple[str, ...]) -> None:
+        """Rows left out for a malformed value: logged once each (not every sync), counted
+        per kind, and listed by `agent check` (from the state)."""
+        for line in sorted(set(rejected) - set(self._rejected)):
+            log.error("database row skipped on %s: %s", self.host, line)
+        self._rejected = rejected
+        kinds = ("network", "vif", "floating", "host")
+        for kind in kinds:
+            self.metrics.rejected_rows.labels(kind).set(
+                sum(1 for r in rejected if r.split(" ", 1)[0] == kind)
+            )
 
     # --- drift -----------------------------------------------------------------------
 
@@ -371,8 +451,10 @@ class Agent:
             snap, _, _ = self._read_full()
             state = desired_state(snap, self.host, self.ctx.config)
         r = self.realizers
-        out = [f"links: {d}" for d in netlink.drift(state.bridges, r.links)]
+        out = [f"database: row skipped, {line}" for line in state.rejected]
+        out += [f"links: {d}" for d in netlink.drift(state.bridges, r.links)]
         out += [f"links: {d}" for d in self._port_drift(state)]
+        out += [f"links: {d}" for d in self._leftovers(state)]
         out += [f"floating: {d}" for d in self._floating_drift(state, snap)]
         out += [f"nftables: {d}" for d in nft.drift(state, r.nft)]
         out += [f"dhcp: {d}" for d in r.dhcp.check(state.dhcp)]
@@ -396,7 +478,7 @@ class Agent:
         ifaces = set(want) | (set(snap.floating_interfaces) if snap is not None else set())
         out = []
         for iface in sorted(ifaces):
-            if self.realizers.links.link(iface) is None:
+            if not screen.interface_ok(iface) or self.realizers.links.link(iface) is None:
                 if iface in want:
                     out.append(f"interface {iface} of {len(want[iface])} floating IPs does not exist")
                 continue

@@ -14,13 +14,16 @@ from typing import Any
 from novanet.agent import dhcpbridge
 from novanet.agent.loop import Agent, Realizers
 from novanet.agent.metrics import Metrics
+from novanet.agent.private import write_private
 from novanet.agent.snapshot import register_host
+from novanet.domain import names
 from novanet.host import netlink
 from novanet.host.dnsmasq import DnsmasqManager
 from novanet.host.dnsmasq_config import DnsmasqOptions
 from novanet.host.dnsmasq_process import SubprocessRunner
 from novanet.host.netlink_pyroute import PyrouteLinks
 from novanet.host.nft_backend import RealNft
+from novanet.host.owned import OwnedBridges
 from novanet.service.context import CHANNEL, Ctx
 
 log = logging.getLogger("novanet.agent")
@@ -29,9 +32,10 @@ log = logging.getLogger("novanet.agent")
 def build_agent(ctx: Ctx, host: str, config_files: Sequence[str]) -> Agent:
     """An agent acting on the network namespace this process runs in."""
     cfg = ctx.config
-    lease_script = dhcpbridge.script_argv(
-        config_files, ctx.engine.url.render_as_string(hide_password=False), sys.executable
-    )
+    base = Path(cfg.effective_networks_path).absolute() / names.host_name(host)
+    db_file = base / "database"
+    write_private(db_file, ctx.engine.url.render_as_string(hide_password=False))
+    lease_script = dhcpbridge.script_argv(config_files, db_file, sys.executable)
     realizers = Realizers(
         links=PyrouteLinks(),
         nft=RealNft(),
@@ -43,6 +47,9 @@ def build_agent(ctx: Ctx, host: str, config_files: Sequence[str]) -> Agent:
             DnsmasqOptions(config_file=cfg.dnsmasq_config_file),
         ),
         arp=netlink.gratuitous_arp,
+        owned=OwnedBridges(
+            Path(cfg.effective_networks_path).absolute() / names.host_name(host) / "bridges.json"
+        ),
     )
     return Agent(ctx, host, realizers, Metrics())
 

@@ -35,5 +35,12 @@ class Metrics:
             "novanet_elements", "Objects this host carries", ["kind"], registry=self.registry
         )
 
+        self.rejected_rows = Gauge(
+            "novanet_rejected_rows",
+            "Database rows this host skipped because a value in them is malformed",
+            ["kind"],
+            registry=self.registry,
+        )
+
     def serve(self, port: int, address: str = "127.0.0.1") -> None:
         start_http_server(port, addr=address, registry=self.registry)

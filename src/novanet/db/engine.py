@@ -7,6 +7,8 @@ so concurrent writers queue on the database lock instead of failing halfway thro
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +20,16 @@ from novanet.domain.errors import ConfigError, DatabaseError
 
 # Bump together with a new migration in migrations/versions.
 HEAD_REVISION = "0008"
+FILE_MODE = 0o600  # database files: they hold every tenant's addresses
 
 
 def create_engine(url: str, *, echo: bool = False) -> Engine:
     """An engine for ``url``; SQLite files get their directory created (0755)."""
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise ConfigError(
-            f"invalid database URL {url!r}: use sqlite:///PATH or postgresql+psycopg://..."
+            f"invalid database URL {_redacted(url)!r}: use sqlite:///PATH or postgresql+psycopg://..."
         ) from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
@@ -37,7 +40,9 @@ def create_engine(url: str, *, echo: bool = False) -> Engine:
         try:
             return sa.create_engine(parsed, echo=echo, pool_pre_ping=True, future=True)
         except NoSuchModuleError:
-            raise ConfigError(f"unsupported PostgreSQL driver in {url!r}: use postgresql+psycopg") from None
+            raise ConfigError(
+                f"unsupported PostgreSQL driver in {describe_url(parsed)!r}: use postgresql+psycopg"
+            ) from None
     raise ConfigError(f"unsupported database {backend!r}: use sqlite or postgresql+psycopg")
 
 
@@ -49,6 +54,10 @@ def _sqlite_engine(parsed: sa.URL, echo: bool) -> Engine:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DatabaseError(f"cannot create database directory {path.parent}: {exc.strerror}") from None
+        try:
+            _private(path)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create database {path}: {exc.strerror}") from None
     engine = sa.create_engine(
         parsed,
         echo=echo,
@@ -75,6 +84,30 @@ def _sqlite_engine(parsed: sa.URL, echo: bool) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _private(path: Path) -> None:
+    """The database file 0600 before SQLite opens it: SQLite gives its -wal and -shm files
+    the mode of the database file, so all three stay private. Files made by an older
+    version are tightened (when they are ours to change)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    os.close(fd)
+    for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = f.stat()
+            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+                f.chmod(FILE_MODE)
+        except FileNotFoundError:
+            continue
+
+
+def _redacted(url: str) -> str:
+    """A URL that could not be parsed, without what may be a password."""
+    return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", url)
+
+
+def describe_url(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=True)
 
 
 def is_sqlite(engine: Engine) -> bool:

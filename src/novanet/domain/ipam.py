@@ -43,6 +43,43 @@ def parse_address(value: str, what: str = "address") -> IPv4Address:
         raise InvalidInput(f"invalid {what} {value!r}: not an IPv4 address") from None
 
 
+# Ranges no instance network may use, with the reason given when one is refused.
+SPECIAL_PURPOSE = (
+    (IPv4Network("0.0.0.0/8"), "'this network' (0.0.0.0/8) is not routable"),
+    (IPv4Network("127.0.0.0/8"), "loopback (127.0.0.0/8) never leaves a host"),
+    (IPv4Network("169.254.0.0/16"), "link-local (169.254.0.0/16, holds the metadata address)"),
+    (IPv4Network("224.0.0.0/4"), "multicast (224.0.0.0/4) cannot be assigned to hosts"),
+    (IPv4Network("240.0.0.0/4"), "reserved (240.0.0.0/4, incl. the broadcast 255.255.255.255)"),
+)
+
+
+def special_purpose(net: IPv4Network | IPv4Address) -> str | None:
+    """Why ``net`` (or an address) overlaps a special-purpose range, None when it does not."""
+    probe = IPv4Network(net) if isinstance(net, IPv4Address) else net
+    for special, reason in SPECIAL_PURPOSE:
+        if probe.overlaps(special):
+            return reason
+    return None
+
+
+def usable_network(value: str, what: str = "range") -> IPv4Network:
+    """``parse_network`` that also refuses special-purpose ranges, naming the reason."""
+    net = parse_network(value, what)
+    reason = special_purpose(net)
+    if reason is not None:
+        raise InvalidInput(f"invalid {what} {net}: overlaps {reason}")
+    return net
+
+
+def usable_address(value: str, what: str = "address") -> IPv4Address:
+    """``parse_address`` that also refuses special-purpose addresses, naming the reason."""
+    addr = parse_address(value, what)
+    reason = special_purpose(addr)
+    if reason is not None:
+        raise InvalidInput(f"invalid {what} {addr}: {reason}")
+    return addr
+
+
 # One command takes at most a /12 of floating IPs (about a million rows), so that a typo
 # (/1 for /21) cannot fill the memory of the process that reads it.
 MIN_RANGE_PREFIX = 12
@@ -52,8 +89,8 @@ def parse_address_range(value: str) -> list[IPv4Address]:
     """A floating range: one address, or a CIDR whose usable host addresses are taken."""
     text = value.strip()
     if "/" not in text:
-        return [parse_address(text, "ip range")]
-    net = parse_network(text, "ip range")
+        return [usable_address(text, "ip range")]
+    net = usable_network(text, "ip range")
     if net.prefixlen < MIN_RANGE_PREFIX:
         raise InvalidInput(
             f"ip range {text} is too large: at most a /{MIN_RANGE_PREFIX}"

@@ -78,3 +78,13 @@ def port(value: int, what: str = "port") -> int:
     if not 1 <= value <= 65535:
         raise InvalidInput(f"invalid {what} {value}: must be 1-65535")
     return value
+
+
+INT32 = (-(2**31), 2**31 - 1)  # what every integer column holds on SQLite and PostgreSQL
+
+
+def bounded(value: int, what: str, low: int = INT32[0], high: int = INT32[1]) -> int:
+    """An integer the database can store, or one clear error (never an OverflowError)."""
+    if not low <= value <= high:
+        raise InvalidInput(f"invalid {what} {value}: must be {low}-{high}")
+    return value

@@ -24,6 +24,7 @@ from novanet.host.model import (
     VifFilter,
     VpnForward,
 )
+from novanet.host.screen import screen
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,12 @@ def _segment(net: Network, cfg: Config, host: str, peers: Iterable[str], snap: S
 
 
 def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
-    """Bridges, DHCP servers, NAT and VIF filters ``host`` must carry."""
+    """Bridges, DHCP servers, NAT and VIF filters ``host`` must carry (rows with malformed
+    values left out and listed in ``rejected``)."""
+    snap, rejected = screen(snap, host, cfg.flat_network_bridge)
     hosts_of = _hosts_of(snap)
     local_vifs = [v for v in snap.vifs.values() if v.instance_host == host]
     local_nets = {v.network_id for v in local_vifs}
-    has_instances = {v.network_id for v in snap.vifs.values()}
 
     bridge_addrs: dict[str, list[str]] = defaultdict(list)
     bridge_segment: dict[str, Segment | None] = {}
@@ -130,10 +132,15 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
     snat: list[str] = []
     for net in sorted(snap.networks.values(), key=lambda n: n.id):
         gw = gateway_address(net, snap, host)
+        vpn_here = net.vpn_public_address is not None and net.vpn_public_address == cfg.effective_vpn_ip
+        # As the original: only a multi-host gateway goes with its host's last instance,
+        # and not on the host that forwards the network's VPN.
         if (
             gw is not None
             and cfg.teardown_unused_network_gateway
-            and net.id not in (local_nets if net.multi_host else has_instances)
+            and net.multi_host
+            and not vpn_here
+            and net.id not in local_nets
         ):
             gw = None
         if gw is None and net.id not in local_nets:
@@ -177,7 +184,6 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
             )
         # Only the host whose vpn_ip is the network's VPN address forwards it (as the
         # original did: `address == vpn_ip`); other gateways of a multi-host network don't.
-        vpn_here = net.vpn_public_address is not None and net.vpn_public_address == cfg.effective_vpn_ip
         if vpn_here and net.vpn_public_address and net.vpn_public_port and net.vpn_private_address:
             vpn.append(VpnForward(net.vpn_public_address, net.vpn_public_port, net.vpn_private_address))
 
@@ -218,4 +224,12 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
     )
     bridge_of = {n.id: n.bridge or "" for n in snap.networks.values()}
     releases = tuple(sorted((bridge_of.get(nid, ""), addr, mac) for nid, addr, mac in snap.releases))
-    return HostState(host=host, bridges=bridges, dhcp=tuple(dhcp), nat=nat, vifs=vifs, releases=releases)
+    return HostState(
+        host=host,
+        bridges=bridges,
+        dhcp=tuple(dhcp),
+        nat=nat,
+        vifs=vifs,
+        releases=releases,
+        rejected=tuple(str(r) for r in rejected),
+    )

@@ -93,8 +93,13 @@ class SyncReport:
 
 
 def _ensure_dir(path: Path) -> None:
+    """A state directory: ours (root's, for an agent), others may only read and search it.
+    One owned by another user (dnsmasq's, say) could have its files swapped: taken back."""
     path.mkdir(parents=True, exist_ok=True)
-    if stat.S_IMODE(path.stat().st_mode) != DIR_MODE:
+    st = path.stat()
+    if st.st_uid != os.geteuid():
+        os.chown(path, os.geteuid(), os.getegid())
+    if stat.S_IMODE(st.st_mode) != DIR_MODE:
         path.chmod(DIR_MODE)
 
 

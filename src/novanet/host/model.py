@@ -125,6 +125,9 @@ class HostState:
     vifs: tuple[VifFilter, ...] = ()
     # DHCP leases to drop now (force_dhcp_release): (bridge, address, mac)
     releases: tuple[tuple[str, str, str], ...] = field(default=())
+    # database rows left out because a value in them is malformed, one line each
+    # ("network 3 (uuid): bridge name ... invalid"): reported by `agent check`
+    rejected: tuple[str, ...] = ()
 
     @property
     def bridge_names(self) -> tuple[str, ...]:

@@ -73,12 +73,17 @@ class _Checked:
 def _check(ctx: Ctx, mode: Mode, req: NetworkRequest) -> _Checked:
     cfg = ctx.config
     names.label(req.label)
-    fixed_range = ipam.parse_network(req.fixed_range_v4, "fixed range")
+    # Values are stored canonical (parsed and printed back), never as typed: a stray
+    # newline or space must not reach dnsmasq's files from the database.
+    fixed_range = ipam.usable_network(req.fixed_range_v4, "fixed range")
     num = req.num_networks if req.num_networks is not None else cfg.num_networks
     if num < 1:
         raise InvalidInput(f"invalid number of networks {num}: must be at least 1")
+    names.bounded(num, "number of networks")
+    if req.priority is not None:
+        names.bounded(req.priority, "priority")
     if req.network_size is not None:
-        size = req.network_size
+        size = names.bounded(req.network_size, "network size")
     else:
         size = ipam.default_network_size(fixed_range.num_addresses, num, cfg.network_size)
     ipam.subnet_prefix(size)  # validates the size
@@ -98,10 +103,9 @@ def _check(ctx: Ctx, mode: Mode, req: NetworkRequest) -> _Checked:
     fixed_cidr = ipam.parse_network(req.fixed_cidr, "fixed cidr") if req.fixed_cidr else None
     if fixed_cidr is not None and not fixed_cidr.subnet_of(fixed_range):
         raise InvalidInput(f"fixed cidr {fixed_cidr} is not inside the range {fixed_range}")
-    dns1 = req.dns1 if req.dns1 is not None else cfg.flat_network_dns
-    for what, value in (("dns1", dns1), ("dns2", req.dns2)):
-        if value:
-            ipam.parse_address(value, what)
+    dns1_raw = req.dns1 if req.dns1 is not None else cfg.flat_network_dns
+    dns1 = str(ipam.usable_address(dns1_raw, "dns1")) if dns1_raw and dns1_raw.strip() else None
+    dns2 = str(ipam.usable_address(req.dns2, "dns2")) if req.dns2 and req.dns2.strip() else None
     if req.bridge is not None:
         names.interface_name(req.bridge, "bridge")
     if req.bridge_interface is not None:
@@ -116,7 +120,7 @@ def _check(ctx: Ctx, mode: Mode, req: NetworkRequest) -> _Checked:
         if req.vlan_start is not None and not 1 <= req.vlan_start <= MAX_VLAN:
             raise InvalidInput(f"invalid VLAN id {req.vlan_start}: must be 1-{MAX_VLAN}")
         if req.vpn_start is not None:
-            names.port(req.vpn_start, "VPN start port")
+            names.port(names.bounded(req.vpn_start, "VPN start port"), "VPN start port")
     else:
         bridge = req.bridge or cfg.flat_network_bridge
         if not bridge:
@@ -135,8 +139,8 @@ def _check(ctx: Ctx, mode: Mode, req: NetworkRequest) -> _Checked:
         size,
         gateway,
         fixed_cidr,
-        dns1 or None,
-        req.dns2 or None,
+        dns1,
+        dns2,
         bridge,
         bridge_interface,
         multi_host,
