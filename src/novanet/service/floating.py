@@ -225,7 +225,7 @@ def get(ctx: Ctx, ref: str | int, project_id: str | None = None) -> dict[str, An
     if project_id is not None:
         names.project_id(project_id)
     text = str(ref).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         if int(text) >= 2**31:
             raise NotFound(f"floating IP {text} not found")
         cond = floating_ips.c.id == int(text)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from helpers import setup_network
+from apihelpers import setup_network
+from apisupport import Api, fault
 
-from conftest import Api, fault
 from novanet.cli.main import main
 from novanet.service import hosts as H
 from novanet.service import instances as I
@@ -102,7 +102,7 @@ def test_fixed_list_leases_and_hosts(api: Api) -> None:
 
 
 def test_service_down_time(db_url: str, capsys: object) -> None:
-    from conftest import make_ctx
+    from apisupport import make_ctx
 
     ctx = make_ctx(db_url, service_down_time=1)
     try:

@@ -3,9 +3,9 @@ os-tenant-networks, os-fixed-ips, os-cloudpipe configure-project."""
 
 from __future__ import annotations
 
-from helpers import boot, fixed_of, setup_network
+from apihelpers import boot, fixed_of, setup_network
+from apisupport import Api, check, fault
 
-from conftest import Api, check, fault
 from novanet.service import networks as N
 
 

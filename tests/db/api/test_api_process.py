@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from procs import api_process
+from apiprocs import api_process
+from apisupport import make_ctx
 
-from conftest import make_ctx
 from novanet.service import floating as F
 from novanet.service import tokens
 

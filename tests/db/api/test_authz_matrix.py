@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from helpers import boot, setup_network, setup_pool
+from apihelpers import boot, setup_network, setup_pool
+from apisupport import Api, open_api
 
-from conftest import Api, open_api
 from novanet.db.schema import metadata
 from novanet.service import floating as F
 from novanet.service import networks as N

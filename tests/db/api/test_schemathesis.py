@@ -15,11 +15,11 @@ from typing import Any
 
 import schemathesis
 import schemathesis.specs.openapi.checks as O
-from helpers import setup_network, setup_pool
+from apihelpers import setup_network, setup_pool
+from apisupport import make_ctx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_ctx
 from novanet.api.app import create_app
 from novanet.service import tokens
 

@@ -8,8 +8,8 @@ import json
 
 import pytest
 import sqlalchemy as sa
+from apisupport import Api, fault
 
-from conftest import Api, fault
 from novanet.cli.main import main
 from novanet.db.schema import tokens as T
 from novanet.domain.errors import InvalidInput, NotFound, Unauthorized
@@ -17,7 +17,7 @@ from novanet.service import tokens
 
 
 def test_cli_create_list_revoke(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from conftest import make_ctx
+    from apisupport import make_ctx
 
     ctx = make_ctx(db_url)
     try:

@@ -1,0 +1,349 @@
+"""The API end to end: two `novanet api` processes (one with two workers) on one
+PostgreSQL database, three hosts in namespaces (h1, h2 run `novanet agent`, h3 runs
+`novanet serve`: API and agent in one process), FlatDHCP multi-host.
+
+- 200 instances allocated concurrently through both APIs (16 clients): 200 distinct
+  addresses, every one allocated in the database to its instance.
+- Leases: one instance per host is really plugged (`novanet vif plug`) and runs a DHCP
+  client (busybox udhcpc); each gets exactly its allocated address from its own host and
+  the lease reaches the database. The other 197 are not plugged (no DHCP client).
+- Floating IPs allocated and associated through the Compute API by the project's member
+  token land in the right host's kernel: `nft -j list` of each host's floating-dnat map.
+- `novanet service list` shows the three hosts up, h3 as serve.
+
+The API processes listen on loopback only; all other traffic stays in the namespaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from hostlab import NOVANET, PYTHON, Lab, eventually
+from nslab import Netns, World
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+pytestmark = [pytest.mark.netns, pytest.mark.e2e]
+
+PG_URL_ENV = "NOVANET_TEST_PG_URL"
+DEFAULT_PG_URL = "postgresql+psycopg://novanet:novanet@127.0.0.1:5432/novanet"
+HOSTS = ("h1", "h2", "h3")
+PUBLIC = {"h1": "203.0.113.1", "h2": "203.0.113.2", "h3": "203.0.113.3"}
+FLOATING_RANGE = "203.0.113.32/28"
+INSTANCES = 200
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A throw-away PostgreSQL database (never a skip under CI)."""
+    base = make_url(os.environ.get(PG_URL_ENV) or DEFAULT_PG_URL)
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    name = f"novanet_t_{secrets.token_hex(8)}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        if os.environ.get("CI") or os.environ.get(PG_URL_ENV):
+            pytest.fail(f"PostgreSQL not reachable: {exc.orig}")
+        pytest.skip("PostgreSQL not reachable (run scripts/pg-ensure.sh)")
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class PgRelay:
+    """A Unix socket that forwards to the PostgreSQL server on 127.0.0.1.
+
+    The agents run in namespaces that cannot reach the root namespace's loopback, but a
+    Unix socket is a file, seen from every namespace; the server still sees a TCP client
+    on 127.0.0.1 and authenticates it by password as usual.
+    """
+
+    def __init__(self, directory: Path, target: tuple[str, int]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o755)
+        self.path = directory / f".s.PGSQL.{target[1]}"
+        self.dir, self.target = directory, target
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(self.path))
+        self.path.chmod(0o777)  # dnsmasq's lease script runs unprivileged
+        self.server.listen(64)
+        self.closed = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def url(self, db_url: str) -> str:
+        """``db_url`` through this relay."""
+        u = make_url(db_url)
+        return u.set(
+            host=None, port=None, query={"host": str(self.dir), "port": str(self.target[1])}
+        ).render_as_string(hide_password=False)
+
+    def close(self) -> None:
+        self.closed.set()
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+        self.thread.join(timeout=10)
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _json(ns: Netns, *argv: str) -> Any:
+    out = ns.run(*argv, check=False)
+    return json.loads(out) if out.strip() else []
+
+
+def _nft_map(ns: Netns, name: str) -> dict[str, str]:
+    out = _json(ns, "nft", "-j", "list", "table", "ip", "novanet")
+    for obj in out.get("nftables", []) if isinstance(out, dict) else []:
+        m = obj.get("map")
+        if m and m.get("name") == name:
+            return {str(k): str(v) for k, v in m.get("elem", [])}
+    return {}
+
+
+def _ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"API process exited with {proc.returncode}"
+        try:
+            if httpx.get(f"{base}/openapi.json", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"API at {base} not ready")
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _fixed(info: list[dict[str, Any]]) -> str:
+    return str(info[0]["network"]["subnets"][0]["ips"][0]["address"])
+
+
+def test_two_apis_three_hosts_postgres(lab: Lab, world: World, pg_url: str) -> None:
+    u = make_url(pg_url)
+    relay = PgRelay(lab.root / "pg", (u.host or "127.0.0.1", u.port or 5432))
+    try:
+        _run(lab, world, relay.url(pg_url))
+    finally:
+        relay.close()
+
+
+def _run(lab: Lab, world: World, pg_url: str) -> None:
+    lab.db_url = pg_url
+    outside, under = world.ns("out"), world.ns("und")
+    hosts = {name: world.ns(name) for name in HOSTS}
+    for br, ns in (("obr", outside), ("ubr", under)):
+        ns.run("ip", "link", "add", br, "type", "bridge")
+        ns.run("ip", "link", "set", br, "up")
+    for name, ns in hosts.items():
+        world.veth(ns, "pub0", outside, f"o-{name}")
+        outside.run("ip", "link", "set", f"o-{name}", "master", "obr")
+        ns.run("ip", "addr", "add", f"{PUBLIC[name]}/24", "dev", "pub0")
+        world.veth(ns, "und0", under, f"u-{name}")
+        under.run("ip", "link", "set", f"u-{name}", "master", "ubr")
+    conf = {
+        name: lab.config(
+            name,
+            host=name,
+            network_manager="flatdhcp",
+            multi_host="True",
+            flat_network_bridge="br100",
+            flat_interface="und0",
+            public_interface="pub0",
+            my_ip=PUBLIC[name],
+            force_dhcp_release="True",
+            metadata_host="",
+            quota_floating_ips="-1",
+            report_interval="1",
+        )
+        for name in HOSTS
+    }
+    c1 = conf["h1"]
+    lab.cli(c1, "db", "sync")
+    lab.cli(c1, "network", "create", "--label", "private", "--fixed-range-v4", "10.0.0.0/22",
+            "--network-size", "1024")  # fmt: skip
+    lab.cli(c1, "floating", "create", "--ip-range", FLOATING_RANGE, "--interface", "pub0")
+    service = lab.cli(c1, "token", "create", "--project", "compute", "--service").strip()
+    member = lab.cli(c1, "token", "create", "--project", "p1", "--user", "alice").strip()
+
+    # h1, h2: agents; h3: `novanet serve` (API + agent) inside its namespace
+    for name in ("h1", "h2"):
+        lab.start_agent(hosts[name], conf[name], name)
+    serve_port = _free_port()
+    with open(lab.root / "serve-h3.log", "ab") as log:
+        serve = hosts["h3"].popen(
+            NOVANET, "--config-file", str(conf["h3"]), "serve", "--host", "h3", "--port", str(serve_port),
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    lab.helpers.append(serve)  # type: ignore[arg-type]
+    apis: list[subprocess.Popen[bytes]] = []
+    bases = []
+    try:
+        for extra in ([], ["--workers", "2"]):
+            port = _free_port()
+            with open(lab.root / f"api-{port}.log", "ab") as log:
+                proc = subprocess.Popen(
+                    [NOVANET, "--config-file", str(c1), "api", "--port", str(port), *extra],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            apis.append(proc)
+            bases.append(f"http://127.0.0.1:{port}")
+        for base, proc in zip(bases, apis, strict=True):
+            _ready(base, proc)
+
+        # --- 200 instances at once through both APIs --------------------------------
+        uuids = [f"{i:08x}-0000-4000-8000-{secrets.token_hex(6)}" for i in range(INSTANCES)]
+        clients = [httpx.Client(base_url=b, headers={"X-Auth-Token": service}, timeout=60) for b in bases]
+
+        def allocate(i: int) -> tuple[str, str, str]:
+            host = HOSTS[i % 3]
+            body = {"uuid": uuids[i], "project_id": "p1", "host": host}
+            r = clients[i % 2].post("/v1/instances", json=body)
+            assert r.status_code == 200, r.text
+            return uuids[i], host, _fixed(r.json())
+
+        with ThreadPoolExecutor(16) as pool:
+            got = list(pool.map(allocate, range(INSTANCES)))
+        for c in clients:
+            c.close()
+        addresses = [a for _, _, a in got]
+        assert len(set(addresses)) == INSTANCES, "duplicate fixed IPs"
+        rows = {r["address"]: r for r in lab.cli_json(c1, "fixed", "list")}
+        assert all(rows[a]["instance_uuid"] == u and rows[a]["allocated"] for u, _, a in got)
+        assert sum(1 for r in rows.values() if r["instance_uuid"]) == INSTANCES
+
+        # --- leases: one instance per host plugged, with a real DHCP client ----------
+        vms = {}
+        for name in HOSTS:
+            uid, _, addr = next(g for g in got if g[1] == name)
+            vm = world.ns(f"vm{name}")
+            vms[name] = (uid, addr, vm)
+        eventually(
+            lambda: all(_json(hosts[n], "ip", "-j", "link", "show", "dev", "br100") for n in HOSTS),
+            60,
+            what="br100 on every host",
+        )
+
+        def plug_and_lease(name: str) -> None:
+            uid, addr, vm = vms[name]
+            lab.cli(conf[name], "vif", "plug", uid, "--netns", vm.name, ns=hosts[name])
+            leased = eventually(lambda: lab.dhcp(vm, tries=5) == addr, 90, interval=0.5,
+                                what=f"DHCP lease of {addr} in {vm.name}")  # fmt: skip
+            assert leased
+
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(plug_and_lease, HOSTS))
+        for _uid, addr, _vm in vms.values():
+            eventually(
+                lambda a=addr: (
+                    lab.cli_json(c1, "fixed", "list")
+                    and next(r for r in lab.cli_json(c1, "fixed", "list") if r["address"] == a)["leased"]
+                ),
+                30,
+                what=f"{addr} leased in the database",
+            )
+
+        # --- floating IPs through the Compute API, NATed by the right host ------------
+        m = httpx.Client(headers={"X-Auth-Token": member}, timeout=30)
+        expected: dict[str, dict[str, str]] = {n: {} for n in HOSTS}
+        for i, name in enumerate(HOSTS):
+            base = bases[i % 2]
+            uid, addr, _vm = vms[name]
+            fip = m.post(f"{base}/v2/p1/os-floating-ips", json={"pool": "nova"}).json()["floating_ip"]["ip"]
+            r = m.post(f"{base}/v2.1/p1/servers/{uid}/action", json={"addFloatingIp": {"address": fip}})
+            assert r.status_code == 202, r.text
+            expected[name][fip] = addr
+        m.close()
+        for name, ns in hosts.items():
+            eventually(lambda ns=ns, name=name: _nft_map(ns, "floating-dnat") == expected[name], 60,
+                       what=f"{name}'s floating-dnat map")  # fmt: skip
+
+        # --- services: three hosts up, h3 as serve; h3's own API answers in h3 -------
+        services = {s["host"]: s for s in lab.cli_json(c1, "service", "list")}
+        assert {h: (s["role"], s["state"]) for h, s in services.items()} == {
+            "h1": ("agent", "up"), "h2": ("agent", "up"), "h3": ("serve", "up")
+        }  # fmt: skip
+        code = (
+            "import httpx,sys\n"
+            f"r=httpx.get('http://127.0.0.1:{serve_port}/v2/p1/os-floating-ips',"
+            f"headers={{'X-Auth-Token':{member!r}}})\n"
+            "print(len(r.json()['floating_ips']))\n"
+        )
+        assert hosts["h3"].run(PYTHON, "-c", code, timeout=60).strip() == "3"
+    except BaseException:
+        for f in sorted(lab.root.glob("*.log")):
+            print(f"--- {f.name}\n{f.read_text()[-3000:]}")
+        raise
+    finally:
+        for proc in apis:
+            _stop(proc)
+        _stop(serve)
+    assert all(p.returncode == 0 for p in apis), [p.returncode for p in apis]
+    assert serve.returncode == 0
