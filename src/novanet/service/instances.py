@@ -29,7 +29,7 @@ from novanet.domain.errors import (
 )
 from novanet.domain.mac import random_mac
 from novanet.domain.models import Network
-from novanet.domain.modes import Mode
+from novanet.domain.modes import VLAN, Mode
 from novanet.domain.netinfo import FixedAddress, VifView, network_info
 from novanet.service import fixed as fixedsvc
 from novanet.service import floating as floatingsvc
@@ -57,12 +57,12 @@ class AllocateRequest:
 _INSTANCE_EXISTS = sa.select(instances.c.uuid).where(instances.c.uuid == sa.bindparam("uuid"))
 _INSERT_INSTANCE = instances.insert()
 _INSERT_VIF = virtual_interfaces.insert()
-_VLAN = networks.c.manager == "vlan"
+_VLAN = networks.c.manager == VLAN.name
 _ORDER = (networks.c.priority.is_(None), networks.c.priority, networks.c.id)
 _FLAT_NETWORKS = (
     sa.select(networks)
     .where(
-        networks.c.manager != "vlan",
+        networks.c.manager != VLAN.name,
         sa.or_(networks.c.project_id.is_(None), networks.c.project_id == sa.bindparam("project_id")),
     )
     .order_by(*_ORDER)
@@ -124,7 +124,7 @@ def _networks_for(
         out = []
         for r in req.requested:
             net = find_network(conn, r.network)
-            if (net.manager == "vlan") != mode.vlan:
+            if (net.manager == VLAN.name) != mode.vlan:
                 raise InvalidInput(
                     f"network {net.uuid} was made by the {net.manager} manager; this is {mode.name}"
                 )

@@ -9,6 +9,7 @@ from novanet.db.schema import networks
 from novanet.domain import ipam, names
 from novanet.domain.errors import Conflict, NotFound
 from novanet.domain.models import Network
+from novanet.domain.modes import VLAN
 from novanet.service.context import Ctx, record, run, utcnow
 
 
@@ -21,7 +22,7 @@ def change(ctx: Ctx, project: str, ip: str, port: int) -> list[Network]:
     def tx(conn: Connection) -> list[Network]:
         rows = conn.execute(
             sa.select(networks)
-            .where(networks.c.project_id == project, networks.c.manager == "vlan")
+            .where(networks.c.project_id == project, networks.c.manager == VLAN.name)
             .order_by(networks.c.id)
         ).all()
         if not rows:
