@@ -289,3 +289,11 @@ def test_agent_refuses_options_it_cannot_honour(make_cli, line: str) -> None:
     cli = make_cli(config=line + "\n")
     name = line.split()[0]
     cli.refused("agent", "check", "--host", "h1", code=6, match=f"option {name} = ")
+
+
+def test_a_tap_under_another_name_than_the_vifs_devname_is_refused(world) -> None:
+    """The bridge filter follows the VIF's devname and drops any other port: a tap under
+    another name is refused before anything reaches the kernel."""
+    cli, inst = world["cli"], world["instance"]
+    res = cli.refused("vif", "plug", inst, "--tap", "anyname", code=INVALID, match="name the tap tap")
+    assert "'anyname' is not the device name of this VIF" in res.err

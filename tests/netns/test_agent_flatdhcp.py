@@ -68,6 +68,8 @@ def test_flatdhcp_single_host(lab: Lab, world: World) -> None:
     eventually(lambda: not lab.connect(outside, fip, 2222, timeout=1), 10, what="floating path cut")
 
     # Deallocate with force_dhcp_release: the lease goes, the address is free at once.
+    # (the compute side unplugs first: a deallocated VIF still plugged is an unknown port)
+    lab.cli(conf, "vif", "unplug", U1, ns=host)
     lab.cli(conf, "instance", "deallocate", U1)
     eventually(lambda: _fixed(lab, conf, address)["instance_uuid"] is None, 15, what="address freed")
     info2 = lab.cli_json(conf, "instance", "allocate", U2, "--project-id", "p1", "--host", "net1")

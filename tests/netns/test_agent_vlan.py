@@ -32,7 +32,7 @@ PA2 = "a2222222-2222-4222-8222-222222222222"
 PAVPN = "a3333333-3333-4333-8333-333333333333"
 PB1 = "b1111111-1111-4111-8111-111111111111"
 PB2 = "b2222222-2222-4222-8222-222222222222"
-PB3 = "b3333333-3333-4333-8333-333333333333"  # allocated, never plugged: the spy borrows its MAC
+PB3 = "b3333333-3333-4333-8333-333333333333"  # plugged last, into the spy's namespace
 
 
 def _allocate(lab: Lab, conf: Any, uuid: str, project: str, *extra: str) -> dict[str, Any]:
@@ -172,13 +172,17 @@ def test_vlan_two_projects_single_host(lab: Lab, world: World) -> None:
     assert counter_packets(host, "drop-cross-network") == before  # never reached L3
     pa1.run("ip", "route", "del", f"{b1}/32", "dev", "eth0")
 
-    # Each project's DHCP serves only its own segment: a client on pb's bridge carrying
-    # pa1's MAC gets nothing (pb's dnsmasq has no reservation for it, pa's never hears it)...
+    # Each project's DHCP serves only its own segment, and only registered ports: a client
+    # on an unregistered port of pb's bridge gets nothing, whatever MAC it carries (the port
+    # is dropped; pa's dnsmasq never hears it)...
     spy = world.ns("vspy")
     plug_spy(host, spy, br_b, vifs[PA1]["address"])
     assert dhcp_lease(lab, spy, tries=3) is None
-    # ...while the same client with the MAC of a pb instance gets that instance's address.
     spy.run("ip", "link", "set", "eth0", "address", vifs[PB3]["address"])
+    assert dhcp_lease(lab, spy, tries=2) is None
+    host.run("ip", "link", "del", "spyh0")
+    # ...while the pb instance plugged on its own port gets its address from pb's server.
+    lab.cli(conf, "vif", "plug", PB3, "--netns", spy.name, ns=host)
     lease = dhcp_lease(lab, spy)
     assert lease is not None
     assert (lease["ip"], lease["serverid"]) == (_address(vifs[PB3]), gw_b)

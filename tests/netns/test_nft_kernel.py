@@ -155,8 +155,8 @@ def elems(ruleset: dict[str, Any], family: str, name: str) -> list[Any]:
     raise AssertionError(f"{family} novanet {name} is not listed")
 
 
-def counted(ns: Netns, name: str) -> int:
-    out = json.loads(ns.run("nft", "-j", "list", "counter", "bridge", "novanet", name))
+def counted(ns: Netns, name: str, family: str = "bridge") -> int:
+    out = json.loads(ns.run("nft", "-j", "list", "counter", family, "novanet", name))
     (counter,) = [i["counter"] for i in out["nftables"] if "counter" in i]
     return int(counter["packets"])
 
@@ -341,7 +341,7 @@ def test_full_sync_delta_idempotence_and_drift(pinned: Callable[[str], Netns]) -
     host.run("nft", "add", "rule", "ip", "novanet", "filter-input", "counter")
     assert drift(b, nft) == [
         "map ip novanet floating-dnat: 1 missing: 203.0.113.12 : 10.0.0.7",
-        "chain ip novanet filter-input: 3 rules, expected 2; unexpected: '<rule without comment>'",
+        "chain ip novanet filter-input: 7 rules, expected 6; unexpected: '<rule without comment>'",
     ]
     assert nft.tables_present()
     host.run("nft", "flush", "ruleset")
@@ -479,15 +479,21 @@ def test_anti_spoofing(world: World, pinned: Callable[[str], Netns]) -> None:
     i1.run("ip", "link", "set", "eth0", "address", mac)
     assert pings(i1, GATEWAY)
 
-    # a DHCP server on an instance port is silenced; other UDP passes
+    # a DHCP server on an instance port is silenced; other UDP passes (to the neighbour:
+    # the host itself takes only DHCP, DNS, pings and DNATed flows from guests)
     before = counted(host, "drop-dhcp-server")
-    proc = serve(host, "udp", GATEWAY, 41068, timeout=3)
-    assert not connect(i1, "udp", GATEWAY, 41068, sport=67)
+    proc = serve(i2, "udp", "10.0.0.6", 41068, timeout=3)
+    assert not connect(i1, "udp", "10.0.0.6", 41068, sport=67)
     assert peer_of(proc) is None
     assert counted(host, "drop-dhcp-server") > before
-    proc = serve(host, "udp", GATEWAY, 41068)
-    assert connect(i1, "udp", GATEWAY, 41068, sport=41067)
+    proc = serve(i2, "udp", "10.0.0.6", 41068)
+    assert connect(i1, "udp", "10.0.0.6", 41068, sport=41067)
     assert peer_of(proc) == "10.0.0.5"
+    before = counted(host, "drop-to-host", "ip")
+    proc = serve(host, "udp", GATEWAY, 41069, timeout=3)
+    assert not connect(i1, "udp", GATEWAY, 41069, sport=41067)
+    assert peer_of(proc) is None
+    assert counted(host, "drop-to-host", "ip") > before
 
     # DHCP discovery from 0.0.0.0 is let through
     proc = serve(host, "udp", "0.0.0.0", 67)
@@ -506,10 +512,23 @@ def test_anti_spoofing(world: World, pinned: Callable[[str], Netns]) -> None:
     assert pings(i2, GATEWAY)
     assert drift(t.state, t.nft) == []
 
-    # control: once a partial sync drops i1's filter, the forged source gets through
-    unfiltered = dataclasses.replace(t.state, vifs=tuple(v for v in t.state.vifs if v.port != "vif5"))
-    t.nft.apply(delta(t.state, unfiltered))
+    # control: once a partial sync lets i1's port carry 10.0.0.99 too, that source gets through
+    wider = tuple(
+        dataclasses.replace(v, addresses=(*v.addresses, "10.0.0.99")) if v.port == "vif5" else v
+        for v in t.state.vifs
+    )
+    allowed = dataclasses.replace(t.state, vifs=wider)
+    t.nft.apply(delta(t.state, allowed))
     i1.run("ip", "addr", "add", "10.0.0.99/32", "dev", "eth0")
     before = counted(host, "drop-ip-spoof")
     assert pings(i1, GATEWAY, "-I", "10.0.0.99")
     assert counted(host, "drop-ip-spoof") == before
+
+    # ...and once a partial sync drops i1's filter altogether, its port is unknown: every
+    # frame from it is dropped (fail closed), not let through unfiltered
+    unfiltered = dataclasses.replace(t.state, vifs=tuple(v for v in t.state.vifs if v.port != "vif5"))
+    t.nft.apply(delta(allowed, unfiltered))
+    before = counted(host, "drop-unknown-port")
+    assert not pings(i1, GATEWAY)
+    assert counted(host, "drop-unknown-port") > before
+    assert pings(i2, GATEWAY)

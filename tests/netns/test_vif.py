@@ -82,5 +82,10 @@ def test_plug_tap_creates_it_in_the_right_namespace(world: World) -> None:
     # a tap qemu already made is only enslaved
     h.run("ip", "tuntap", "add", "dev", "tapvm2", "mode", "tap")
     with PyrouteLinks(h.name) as backend:
-        assert plug_tap("tapvm2", "br100", links=backend) == ["enslaved tapvm2 to br100", "set tapvm2 up"]
+        assert plug_tap("tapvm2", "br100", links=backend) == [
+            "disabled IPv6 on tapvm2",
+            "enslaved tapvm2 to br100",
+            "set tapvm2 up",
+        ]
+        assert h.run("cat", "/proc/sys/net/ipv6/conf/tapvm2/disable_ipv6").strip() == "1"
         assert unplug("tapvm2", links=backend) == ["deleted tapvm2"]

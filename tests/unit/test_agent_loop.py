@@ -260,7 +260,13 @@ def test_an_instance_change_rereads_the_snapshot_and_sends_only_its_elements(env
     env.instance()
     assert env.agent.partial_sync() is True
     assert env.reads == [HOST]  # not a floating IP: the snapshot is read again
-    assert edits(env.nft.log[-1]) == {("add", "vif-ports"): 1, ("add", "vif-macs"): 1, ("add", "vif-ips"): 1}
+    assert edits(env.nft.log[-1]) == {
+        ("add", "vif-ports"): 1,
+        ("add", "vif-macs"): 1,
+        ("add", "vif-ips"): 1,
+        ("add", "vif-chaddr-hi"): 1,
+        ("add", "vif-chaddr-lo"): 1,
+    }
     # the new reservation is a new hosts file: no restart, no SIGHUP
     assert env.agent.realizers.dhcp.running() == pid and env.runner.hups() == 0
     assert env.agent.check() == []

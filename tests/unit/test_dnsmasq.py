@@ -106,6 +106,7 @@ def test_argv_carries_the_original_flags_with_a_hosts_dir_and_dns_off(tmp_path: 
         f"--dhcp-optsfile={root}/opts",
         f"--dhcp-script={root}/dhcpbridge",
         "--leasefile-ro",
+        "--dhcp-ignore-clid",
         "--domain=novalocal",
         "--no-hosts",
         "--no-resolv",

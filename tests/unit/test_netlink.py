@@ -60,6 +60,7 @@ def test_creates_bridge_with_vxlan_segment(host: FakeLinks) -> None:
         "stp": False,
         "forward_delay": 0,
         "addresses": ["10.0.0.1/24", "10.0.0.2/24 secondary"],
+        "ipv6": False,
     }
     vx = d["vx100"]
     assert (vx["kind"], vx["master"], vx["up"], vx["vni"], vx["parent"], vx["local"], vx["port"]) == (
@@ -71,7 +72,8 @@ def test_creates_bridge_with_vxlan_segment(host: FakeLinks) -> None:
         "192.0.2.1",
         4789,
     )
-    assert vx["learning"] is True
+    assert vx["learning"] is False  # remotes come from the database only
+    assert vx["ipv6"] is False
     assert vx["fdb"] == ["192.0.2.2", "192.0.2.3"]
 
 
@@ -237,6 +239,7 @@ def test_stp_is_switched_off(host: FakeLinks) -> None:
         "bridge br9 is down",
         "bridge br9 has STP on",
         "bridge br9 has forward delay 1500",
+        "bridge br9 has IPv6 on",
     ]
     ensure_bridges(host, [Bridge("br9")])
     assert (links(host)["br9"]["stp"], links(host)["br9"]["forward_delay"]) == (False, 0)
@@ -400,6 +403,7 @@ def test_plug_tap(host: FakeLinks) -> None:
     assert plug_tap("tapq", "br100", mtu=1450, links=host) == [
         "created tap tapq",
         "set mtu 1450 on tapq",
+        "disabled IPv6 on tapq",
         "enslaved tapq to br100",
         "set tapq up",
     ]
@@ -433,3 +437,43 @@ def test_libvirt_xml_rejects_what_would_need_escaping() -> None:
         libvirt_xml({**VIF, "network": {"bridge": "br'/><x a='"}})
     with pytest.raises(LinkError):
         libvirt_xml({**VIF, "address": 'fa:16:3e:11:22:33"/>'})
+
+
+# -- isolation: stable bridge MAC, learning off, IPv6 off ----------------------------------
+def test_bridge_keeps_its_own_mac_when_ports_leave(host: FakeLinks) -> None:
+    mac = "02:12:34:56:78:9a"
+    ensure_bridges(host, [Bridge("br1", mac=mac)])
+    host.add_tap("tapa")
+    host.set_mac("tapa", "02:00:00:00:00:01")  # lower than the bridge's: would win
+    host.set_master("tapa", "br1")
+    assert links(host)["br1"]["mac"] == mac
+    host.delete_link("tapa")
+    assert links(host)["br1"]["mac"] == mac
+    assert ensure_bridges(host, [Bridge("br1", mac=mac)]) == []
+
+
+def test_fake_bridge_without_a_set_mac_follows_its_lowest_port(host: FakeLinks) -> None:
+    host.add_bridge("br2")
+    for name, mac in (("tapa", "02:00:00:00:00:09"), ("tapb", "02:00:00:00:00:01")):
+        host.add_tap(name)
+        host.set_mac(name, mac)
+        host.set_master(name, "br2")
+    assert links(host)["br2"]["mac"] == "02:00:00:00:00:01"
+    host.delete_link("tapb")
+    assert links(host)["br2"]["mac"] == "02:00:00:00:00:09"  # the gateway MAC just changed
+    assert drift([Bridge("br2", mac="02:12:34:56:78:9a")], host)[-2:] == [
+        "bridge br2 has mac 02:00:00:00:00:09, expected 02:12:34:56:78:9a",
+        "bridge br2 has IPv6 on",
+    ]
+    changes = ensure_bridges(host, [Bridge("br2", mac="02:12:34:56:78:9a")])
+    assert "set mac 02:12:34:56:78:9a on br2" in changes and "disabled IPv6 on br2" in changes
+
+
+def test_a_learning_vxlan_device_is_replaced(host: FakeLinks) -> None:
+    ensure_bridges(host, [BR])
+    host._set("vx100", learning=True)  # as an older novanet created it
+    assert "vx100 learns remotes from traffic, expected learning off" in drift([BR], host)
+    changes = ensure_bridges(host, [BR])
+    assert any(c.startswith("deleted vx100 (vx100 learns remotes") for c in changes)
+    assert links(host)["vx100"]["learning"] is False
+    assert drift([BR], host) == []

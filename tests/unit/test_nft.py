@@ -218,11 +218,19 @@ def test_nat_rules() -> None:
         "forward within a bridge",
         "forward dnat between bridges",
         "no routing between networks",
+        "no routing into the underlay",
         "forward from bridges",
         "forward to bridges",
         "forward vpn udp 1194",
     ]
-    assert comments(cmds, "ip", "filter-input") == ["dhcp from bridges", "dns from bridges"]
+    assert comments(cmds, "ip", "filter-input") == [
+        "replies to the host from bridges",
+        "dhcp from bridges",
+        "dns from bridges",
+        "ping of the gateway",
+        "dnat to the host from bridges",
+        "nothing else from bridges to the host",
+    ]
 
 
 def test_no_metadata_rule_without_metadata_host_and_no_nat_chains_without_nat() -> None:
@@ -243,10 +251,15 @@ def test_bridge_anti_spoofing_rules() -> None:
         "drop-ip-spoof",
         "drop-arp-spoof",
         "drop-dhcp-server",
+        "drop-dhcp-chaddr",
         "drop-ethertype",
+        "drop-unknown-port",
     ]
-    (entry,) = rules(cmds, "bridge", "filter-prerouting")
+    entry, segments, foreign, unknown = rules(cmds, "bridge", "filter-prerouting")
     assert entry["expr"][-1] == {"jump": {"target": "vif-ingress"}}
+    assert segments["expr"][0]["match"]["right"] == "@uplink-ports"
+    assert foreign["expr"][0]["match"]["right"] == "@foreign-ports"
+    assert unknown["expr"] == [{"counter": "drop-unknown-port"}, {"drop": None}]  # fail closed
     vif = rules(cmds, "bridge", "vif-ingress")
     assert [r["comment"] for r in vif] == [
         "mac spoofing",
@@ -254,6 +267,12 @@ def test_bridge_anti_spoofing_rules() -> None:
         "arp ip spoofing",
         "arp",
         "dhcp server on an instance port",
+        "dhcp to a client port from an instance port",
+        "dhcp chaddr bytes 0-3 to mark",
+        "dhcp chaddr bytes 0-3",
+        "dhcp chaddr bytes 2-5 to mark",
+        "dhcp chaddr bytes 2-5",
+        "dhcp chaddr mark cleared",
         "dhcp discovery",
         "ip spoofing",
         "ipv4",
@@ -277,7 +296,7 @@ def test_rule_count_is_constant_as_addresses_grow() -> None:
     assert len(many) == len(one)  # elements go in one command per set
     for name in ("floating-dnat", "floating-snat", "floating-out"):
         assert len(elements(many, "ip", name)) == 1000
-    for name in ("vif-ports", "vif-macs", "vif-ips"):
+    for name in ("vif-ports", "vif-macs", "vif-ips", "vif-chaddr-hi", "vif-chaddr-lo"):
         assert len(elements(many, "bridge", name)) == 1000
 
 
@@ -572,11 +591,13 @@ def test_drift_reports_changed_rules() -> None:
     ]
     f.apply([{"add": {"rule": {**T, "chain": "filter-input", "expr": [{"drop": None}]}}}])
     assert drift(small(), f) == [
-        "chain ip novanet filter-input: 3 rules, expected 2; unexpected: '<rule without comment>'"
+        "chain ip novanet filter-input: 7 rules, expected 6; unexpected: '<rule without comment>'"
     ]
     f.apply([{"flush": {"chain": {**T, "chain": "filter-input", "name": "filter-input"}}}])
     assert drift(small(), f) == [
-        "chain ip novanet filter-input: 0 rules, expected 2; missing: 'dhcp from bridges', 'dns from bridges'"
+        "chain ip novanet filter-input: 0 rules, expected 6; missing: 'replies to the host from bridges',"
+        " 'dhcp from bridges', 'dns from bridges', 'ping of the gateway', 'dnat to the host from bridges',"
+        " 'nothing else from bridges to the host'"
     ]
 
 

@@ -129,17 +129,18 @@ def _context(ns: argparse.Namespace) -> Ctx:
     return Ctx(create_engine(cfg.database_url), cfg)
 
 
-def _handle(ns: argparse.Namespace, out: TextIO) -> None:
+def _handle(ns: argparse.Namespace, out: TextIO, err: TextIO) -> None:
     action = ns.action
     if action in ("add", "old", "del"):
         if len(ns.args) not in (2, 3):
             raise InvalidInput(f"{action} needs MAC IP [HOSTNAME], got {len(ns.args)} arguments")
         mac, address = ns.args[0], ns.args[1]
         ctx = _context(ns)
-        if action == "del":
-            fixed.release(ctx, address, mac)
-        else:
-            fixed.lease(ctx, address, mac)
+        res = fixed.release(ctx, address, mac) if action == "del" else fixed.lease(ctx, address, mac)
+        if res.action == "ignored":
+            # MAC and address do not match the database (a forged or stale event): nothing
+            # changed; say so in dnsmasq's log.
+            err.write(f"{PROG}: {action} {mac} {address}: ignored, not this address's VIF\n")
         return
     if action == "init":
         ctx = _context(ns)
@@ -160,7 +161,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         err.write(f"{PROG}: {exc}\n")
         return 2
     try:
-        _handle(ns, out)
+        _handle(ns, out, err)
     except NovanetError as exc:
         err.write(f"{PROG}: {ns.action}: {exc.message}\n")
         return exc.exit_code

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 
 from sqlalchemy.engine import Connection
 
+from novanet.agent import ports
 from novanet.agent import snapshot as snapmod
 from novanet.agent.metrics import Metrics
 from novanet.domain.errors import NovanetError
@@ -40,6 +41,7 @@ from novanet.service.context import Ctx, run
 log = logging.getLogger("novanet.agent")
 
 PROBE_INTERVAL = 2.0
+UNKNOWN = "ports: "  # check lines about unknown bridge ports (reported, not repaired)
 GAP_GRACE = 10.0  # seconds a hole in the change-log ids may stay open before it is given up
 GAP_WINDOW = 1000  # ids below the newest that a full sync still watches for late commits
 MAX_TRACKED = 100_000  # a bigger jump of ids is not tracked id by id (the resync backs it up)
@@ -156,7 +158,7 @@ class Agent:
         self.needs_full = True
         try:
             snap, newest, recent = self._read_full()
-            state = desired_state(snap, self.host, self.ctx.config)
+            state = self._with_foreign(desired_state(snap, self.host, self.ctx.config))
             self._released.clear()
             self._realize(None, state, snap)
         except Exception:
@@ -207,6 +209,10 @@ class Agent:
                 state = fast
             else:
                 state = desired_state(new_snap, self.host, self.ctx.config)
+                if state.bridge_names == applied.bridge_names:  # no listing on the hot path
+                    state = replace(state, foreign_ports=applied.foreign_ports)
+                else:  # a bridge that stops being ours (a NIC's) has foreign ports now
+                    state = self._with_foreign(state)
                 self._realize(applied, state, new_snap)
         except Exception:
             self.metrics.sync_failures.labels("partial").inc()
@@ -295,6 +301,12 @@ class Agent:
             self._teardown(new)  # after dnsmasq of a network that left was stopped
         self._release(new)
 
+    def _with_foreign(self, state: HostState) -> HostState:
+        """``state`` with the ports of other bridges of this namespace, exempt from the
+        default drop of unknown bridge ports."""
+        links = self.realizers.links.links()
+        return replace(state, foreign_ports=ports.foreign_ports(links, state.bridge_names))
+
     def _teardown(self, state: HostState) -> None:
         """Tear down what networks that left this host left behind: their bridges (with
         the VLAN/VXLAN device; instance ports are only released) and, on a bridge that
@@ -361,6 +373,8 @@ class Agent:
             if port is not None and port.master != vif.bridge:
                 links.set_master(vif.port, vif.bridge)
                 log.info("put %s back on %s", vif.port, vif.bridge)
+            if port is not None:
+                netlink.ipv6_off(links, vif.port)
 
     def _bind_floating(self, old: HostState | None, new: HostState, snap: Snapshot) -> None:
         """Floating IPs bound /32 on their interfaces. A full sync also removes the /32s of
@@ -456,12 +470,13 @@ class Agent:
         ``snap``), one line each."""
         if state is None:
             snap, _, _ = self._read_full()
-            state = desired_state(snap, self.host, self.ctx.config)
+            state = self._with_foreign(desired_state(snap, self.host, self.ctx.config))
         r = self.realizers
         out = [f"database: row skipped, {line}" for line in state.rejected]
         out += [f"links: {d}" for d in netlink.drift(state.bridges, r.links)]
         out += [f"links: {d}" for d in self._port_drift(state)]
         out += [f"links: {d}" for d in self._leftovers(state)]
+        out += [f"{UNKNOWN}{d}" for d in ports.unknown_ports(r.links.links(), state)]
         out += [f"floating: {d}" for d in self._floating_drift(state, snap)]
         out += [f"nftables: {d}" for d in nft.drift(state, r.nft)]
         out += [f"dhcp: {d}" for d in r.dhcp.check(state.dhcp)]
@@ -474,6 +489,8 @@ class Agent:
             port = present.get(vif.port)
             if vif.bridge and port is not None and port.master != vif.bridge:
                 out.append(f"instance port {vif.port} is not on bridge {vif.bridge}")
+            if port is not None and not self.realizers.links.ipv6_off(vif.port):
+                out.append(f"instance port {vif.port} has IPv6 on")
         return out
 
     def _floating_drift(self, state: HostState, snap: Snapshot | None) -> list[str]:
@@ -515,6 +532,10 @@ class Agent:
         ]
         if (applied.nat is not None or applied.vifs) and not r.nft.tables_present():
             problems.append("novanet nftables tables are missing")
+        if applied.bridges:
+            foreign = ports.foreign_ports(r.links.links(), applied.bridge_names)
+            if foreign != applied.foreign_ports:
+                problems.append(f"ports of other bridges changed: {', '.join(foreign) or 'none'}")
         return problems
 
     def missed(self) -> list[str]:
@@ -533,8 +554,11 @@ class Agent:
         if pending:
             return []  # the next partial sync brings them
         fresh = desired_state(snap, self.host, self.ctx.config)
-        # queued releases leave the snapshot without a change being logged
-        if dataclasses.replace(fresh, releases=()) == dataclasses.replace(self.applied, releases=()):
+        # queued releases leave the snapshot without a change being logged; foreign ports
+        # come from the kernel, not the database
+        if dataclasses.replace(fresh, releases=(), foreign_ports=()) == dataclasses.replace(
+            self.applied, releases=(), foreign_ports=()
+        ):
             return []
         return ["the database differs from what was applied (a change the log did not bring)"]
 
@@ -552,9 +576,11 @@ class Agent:
             problems = self.probe()
             if not problems and now - self._last_resync >= self.ctx.config.agent_resync_interval:
                 self._last_resync = now
-                # a skipped row is reported, not repaired: a full sync cannot fix the database
-                drift = [p for p in self.check(self.applied, self.snap) if not p.startswith("database: ")]
-                problems = drift + self.missed()
+                # a skipped row is reported, not repaired: a full sync cannot fix the database;
+                # an unknown port is dropped by the filter already, a sync cannot fix it either
+                drift = self.check(self.applied, self.snap)
+                problems = [p for p in drift if not p.startswith(("database: ", UNKNOWN))]
+                problems += self.missed()
             if problems:
                 log.warning("drift on %s, repairing: %s", self.host, "; ".join(problems))
                 self.metrics.drift_repairs.inc()

@@ -31,7 +31,10 @@ def plug(
         str | None, option("--netns", metavar="NAME", help="Instance network namespace: veth eth0, eth1...")
     ] = None,
     tap: Annotated[
-        str | None, option("--tap", metavar="NAME", help="Tap device of qemu/libvirt (one VIF).")
+        str | None,
+        option(
+            "--tap", metavar="NAME", help="Tap device of qemu/libvirt (one VIF); must be the VIF's devname."
+        ),
     ] = None,
 ) -> None:
     """Put the VIFs on their bridges: a veth into a network namespace, or a tap."""
@@ -44,6 +47,13 @@ def plug(
     if tap is not None:
         if len(vifs) != 1:
             raise InvalidInput(f"instance has {len(vifs)} VIFs; plug a tap per VIF by its VIF UUID")
+        if tap != vifs[0]["devname"]:
+            # The bridge filter knows the VIF by its device name and drops every other
+            # port: a tap under another name would carry nothing.
+            raise InvalidInput(
+                f"tap {tap!r} is not the device name of this VIF: name the tap {vifs[0]['devname']}"
+                " (as `novanet vif xml` tells libvirt)"
+            )
         hostvif.plug_tap(tap, vifs[0]["network"]["bridge"], mtu)
         output.message(f"plugged tap {tap} into {vifs[0]['network']['bridge']}")
         return

@@ -6,10 +6,11 @@ of a network is data (network.host, or each instance's host when multi_host).
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 from novanet.config import Config
 from novanet.domain.models import Network
@@ -23,6 +24,7 @@ from novanet.host.model import (
     Segment,
     VifFilter,
     VpnForward,
+    VxlanGuard,
 )
 from novanet.host.screen import screen
 
@@ -131,6 +133,31 @@ def _dns_servers(net: Network, cfg: Config) -> tuple[str, ...]:
     return tuple(dict.fromkeys(chosen))
 
 
+def bridge_mac(host: str, bridge: str) -> str:
+    """A fixed, locally administered unicast MAC for ``bridge`` on ``host``: the same on
+    every sync, different on every host (hosts share the segment, and a bridge drops
+    frames carrying its own address as source)."""
+    digest = hashlib.sha256(f"novanet-bridge/{host}/{bridge}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
+
+
+def _vxlan_guard(snap: Snapshot, cfg: Config) -> VxlanGuard | None:
+    if cfg.vlan_segmentation != "vxlan" or not cfg.vxlan_interface:
+        return None
+    # A malformed underlay address (an untrusted row) is left out, never fatal: its host
+    # simply cannot reach this one over VXLAN.
+    peers = sorted({a for a in snap.underlay.values() if _is_ipv4(a)}, key=lambda a: IPv4Address(a).packed)
+    return VxlanGuard(cfg.vxlan_interface, cfg.vxlan_port, tuple(peers))
+
+
+def _is_ipv4(value: str) -> bool:
+    try:
+        IPv4Address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
     """Bridges, DHCP servers, NAT and VIF filters ``host`` must carry (rows with malformed
     values left out and listed in ``rejected``)."""
@@ -202,7 +229,7 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
             vpn.append(VpnForward(net.vpn_public_address, net.vpn_public_port, net.vpn_private_address))
 
     bridges = tuple(
-        Bridge(name, tuple(addrs), bridge_segment.get(name), cfg.network_device_mtu)
+        Bridge(name, tuple(addrs), bridge_segment.get(name), cfg.network_device_mtu, bridge_mac(host, name))
         for name, addrs in sorted(bridge_addrs.items())
     )
     floating = tuple(
@@ -245,5 +272,6 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
         nat=nat,
         vifs=vifs,
         releases=releases,
+        vxlan=_vxlan_guard(snap, cfg),
         rejected=tuple(str(r) for r in rejected),
     )

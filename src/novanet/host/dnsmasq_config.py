@@ -169,6 +169,10 @@ def argv(server: DhcpServer, paths: NetworkPaths, options: DnsmasqOptions = Dnsm
         f"--dhcp-optsfile={paths.opts}",
         f"--dhcp-script={paths.script}",
         "--leasefile-ro",
+        # Leases are keyed by MAC only: a guest cannot end another's lease with a DHCPRELEASE
+        # or DECLINE carrying the victim's client identifier (the bridge filter already
+        # drops a chaddr that is not the sender port's MAC).
+        "--dhcp-ignore-clid",
     ]
     if server.domain:  # dnsmasq rejects an empty --domain
         out.append(f"--domain={server.domain}")

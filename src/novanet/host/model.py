@@ -36,13 +36,16 @@ class Bridge:
 
     ``addresses`` are CIDR strings (``10.0.0.1/24``) put on the bridge, the DHCP/gateway
     address first. ``segment`` is enslaved to it; a "nic" segment also has its IPv4
-    addresses and routes moved onto the bridge.
+    addresses and routes moved onto the bridge. ``mac`` is the bridge's own address (set
+    once, so the kernel never replaces it with the lowest MAC of its ports: the gateway
+    MAC guests cached stays valid when any port leaves).
     """
 
     name: str
     addresses: tuple[str, ...] = ()
     segment: Segment | None = None
     mtu: int | None = None
+    mac: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,12 +111,29 @@ class NatState:
 @dataclass(frozen=True)
 class VifFilter:
     """Anti-spoofing of one instance port: frames from ``port`` must carry ``mac`` and,
-    for IPv4 and ARP, one of ``addresses``."""
+    for IPv4 and ARP, a source within ``addresses``.
+
+    ``addresses`` holds plain addresses (``10.0.0.5``) and ranges (``10.8.0.0/24``): an
+    appliance port, such as a cloudpipe VPN server routing its clients' range, is a
+    VifFilter whose addresses include that range. Every other port of a novanet bridge
+    that is not a VifFilter nor the bridge's segment is dropped.
+    """
 
     port: str
     bridge: str
     mac: str
     addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VxlanGuard:
+    """Who may send VXLAN to this host: only ``peers`` (the hosts table's underlay
+    addresses), only through ``interface``, on UDP ``port``. Guests never route to the
+    peers either."""
+
+    interface: str
+    port: int
+    peers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,11 @@ class HostState:
     vifs: tuple[VifFilter, ...] = ()
     # DHCP leases to drop now (force_dhcp_release): (bridge, address, mac)
     releases: tuple[tuple[str, str, str], ...] = field(default=())
+    vxlan: VxlanGuard | None = None
+    # Ports of bridges that are not novanet's (seen in the kernel by the agent): exempt
+    # from the default drop of unknown bridge ports, which without the bridge-name match
+    # (nft `meta ibrname`, missing in some kernels) cannot tell whose bridge a port is on.
+    foreign_ports: tuple[str, ...] = ()
     # database rows left out because a value in them is malformed, one line each
     # ("network 3 (uuid): bridge name ... invalid"): reported by `agent check`
     rejected: tuple[str, ...] = ()

@@ -62,6 +62,7 @@ __all__ = [
     "enable_forwarding",
     "ensure_bridges",
     "gratuitous_arp",
+    "ipv6_off",
     "remove_bridges",
     "unbind_addresses",
 ]
@@ -89,6 +90,14 @@ def _ensure_bridge(backend: LinkBackend, b: Bridge) -> list[str]:
     elif link.stp or link.forward_delay:
         backend.set_bridge_options(b.name, stp=False, forward_delay=0)
         changes.append(f"set STP off, forward delay 0 on {b.name}")
+    link = existing(backend, b.name)
+    if b.mac is not None and link.mac != b.mac:
+        # Set once, the bridge keeps it whatever ports come and go (otherwise the kernel
+        # gives it the lowest MAC of its ports, and unplugging that port changes the
+        # gateway MAC under every guest).
+        backend.set_mac(b.name, b.mac)
+        changes.append(f"set mac {b.mac} on {b.name}")
+    changes += ipv6_off(backend, b.name)  # before it goes up: no link-local, no RA
     if b.segment is not None:
         changes += _ensure_segment(backend, b, b.segment)
     link = existing(backend, b.name)
@@ -117,6 +126,8 @@ def _ensure_segment(backend: LinkBackend, b: Bridge, seg: Segment) -> list[str]:
         if b.mtu is not None and dev.mtu != b.mtu:
             backend.set_mtu(seg.name, b.mtu)
             changes.append(f"set mtu {b.mtu} on {seg.name}")
+    if seg.kind != "nic":  # ours; the NIC is the operator's
+        changes += ipv6_off(backend, seg.name)
     if dev.master != b.name:
         backend.set_master(seg.name, b.name)
         changes.append(f"enslaved {seg.name} to {b.name}")
@@ -241,6 +252,14 @@ def _move_nic_addresses(backend: LinkBackend, nic: str, bridge: str) -> list[str
     changes = [f"moved {moved} from {nic} to {bridge}"]
     changes += [f"moved route {r.dst} via {r.gateway or 'link'} from {nic} to {bridge}" for r in routes]
     return changes
+
+
+def ipv6_off(backend: LinkBackend, name: str) -> list[str]:
+    """Turn IPv6 off on a link novanet owns (bridge, segment, instance port)."""
+    if backend.ipv6_off(name):
+        return []
+    backend.disable_ipv6(name)
+    return [f"disabled IPv6 on {name}"]
 
 
 # -- remove ------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ def segment_mismatch(seg: Segment, dev: Link) -> str | None:
         want = (seg.ident, seg.parent, seg.local, seg.port)
         if got != want:
             return f"{seg.name} has vni/dev/local/port {got}, expected {want}"
+        if dev.learning:
+            # a learning VXLAN device takes any sender of a valid packet as a remote
+            return f"{seg.name} learns remotes from traffic, expected learning off"
     elif (dev.vlan_id, dev.parent) != (seg.ident, seg.parent):
         return f"{seg.name} has id {dev.vlan_id} on {dev.parent}, expected {seg.ident} on {seg.parent}"
     return None
@@ -71,6 +74,10 @@ def drift(expected: Sequence[Bridge], backend: LinkBackend) -> list[str]:
             out.append(f"bridge {b.name} has forward delay {link.forward_delay}")
         if b.mtu is not None and link.mtu != b.mtu:
             out.append(f"bridge {b.name} has mtu {link.mtu}, expected {b.mtu}")
+        if b.mac is not None and link.mac != b.mac:
+            out.append(f"bridge {b.name} has mac {link.mac}, expected {b.mac}")
+        if not backend.ipv6_off(b.name):
+            out.append(f"bridge {b.name} has IPv6 on")
         out += _address_drift(backend, b)
         if b.segment is not None:
             out += _segment_drift(backend, b, b.segment)
@@ -104,6 +111,8 @@ def _segment_drift(backend: LinkBackend, b: Bridge, seg: Segment) -> list[str]:
         out.append(f"{seg.name} is {where}, expected {b.name}")
     if not dev.up:
         out.append(f"{seg.name} is down")
+    if seg.kind != "nic" and not backend.ipv6_off(seg.name):
+        out.append(f"{seg.name} has IPv6 on")
     if seg.kind == "nic":
         out += [
             f"{seg.name} still carries {a.cidr} (belongs on {b.name})" for a in backend.addresses(seg.name)

@@ -9,7 +9,9 @@ device; a device's routes go with its last address, when it goes down or away; a
 without a user-set MTU follows its smallest port; a VXLAN's MTU is capped by its parent;
 deleting a lower device deletes its vlan/vxlan devices; deleting one veth end deletes
 the other, in whichever namespace; a netns move renames, downs and flushes the device;
-deleting an absent remote of an existing all-zeros FDB entry succeeds.
+deleting an absent remote of an existing all-zeros FDB entry succeeds; a bridge whose MAC
+was never set takes the lowest MAC of its ports, one set by the user sticks; IPv6 is on
+for every new link until turned off.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class _Dev:
     addresses: list[Address] = field(default_factory=list)
     fdb: list[str] = field(default_factory=list)
     mtu_set: bool = False  # bridge: an MTU set by the user sticks
+    mac_set: bool = False  # bridge: a MAC set by the user sticks
+    ipv6: bool = True
     peer: tuple[FakeLinks, str] | None = None  # veth
 
 
@@ -85,6 +89,8 @@ class FakeLinks:
             entry["addresses"] = [a.cidr + ("" if a.primary else " secondary") for a in d.addresses]
             if d.link.kind == "vxlan":
                 entry["fdb"] = list(d.fdb)
+            if not d.ipv6:
+                entry["ipv6"] = False
             links[name] = entry
         routes = [
             {"dev": dev, **{k: v for k, v in vars(r).items() if v is not None}} for dev, r in self._routes
@@ -118,10 +124,13 @@ class FakeLinks:
 
     def _follow_ports(self, bridge: str) -> None:
         d = self._devs.get(bridge)
-        if d is None or d.link.kind != "bridge" or d.mtu_set:
+        if d is None or d.link.kind != "bridge":
             return
-        ports = [p.link.mtu for p in self._devs.values() if p.link.master == bridge]
-        self._set(bridge, mtu=min(ports) if ports else 1500)
+        ports = [p.link for p in self._devs.values() if p.link.master == bridge]
+        if not d.mtu_set:
+            self._set(bridge, mtu=min(p.mtu for p in ports) if ports else 1500)
+        if not d.mac_set and ports:
+            self._set(bridge, mac=min(p.mac for p in ports))
 
     def _flush_routes(self, name: str) -> None:
         self._routes = [(dev, r) for dev, r in self._routes if dev != name]
@@ -157,7 +166,7 @@ class FakeLinks:
     def add_vxlan(self, name: str, *, vni: int, parent: str | None, local: str | None, port: int) -> None:
         self._need("vxlan")
         mtu = self._dev(parent).link.mtu - _VXLAN_OVERHEAD if parent else 1500 - _VXLAN_OVERHEAD
-        self._new(name, "vxlan", mtu=mtu, vni=vni, parent=parent, local=local, port=port, learning=True)
+        self._new(name, "vxlan", mtu=mtu, vni=vni, parent=parent, local=local, port=port, learning=False)
 
     def add_vlan(self, name: str, *, parent: str, vlan_id: int) -> None:
         lower = self._dev(parent)
@@ -192,7 +201,18 @@ class FakeLinks:
             self._follow_ports(d.link.master)
 
     def set_mac(self, name: str, mac: str) -> None:
+        d = self._dev(name)
+        if d.link.kind == "bridge":
+            d.mac_set = True
         self._set(name, mac=mac.lower())
+        if d.link.master:
+            self._follow_ports(d.link.master)
+
+    def ipv6_off(self, name: str) -> bool:
+        return not self._dev(name).ipv6
+
+    def disable_ipv6(self, name: str) -> None:
+        self._dev(name).ipv6 = False
 
     def set_master(self, name: str, master: str | None) -> None:
         d = self._dev(name)

@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Interface, IPv4Network
+from pathlib import Path
 from socket import AF_INET
 from types import TracebackType
 from typing import Any
@@ -212,7 +213,9 @@ class PyrouteLinks:
             self._ipr.link("set", index=idx, kind="bridge", br_forward_delay=forward_delay)
 
     def add_vxlan(self, name: str, *, vni: int, parent: str | None, local: str | None, port: int) -> None:
-        spec: dict[str, Any] = {"vxlan_id": vni, "vxlan_port": port, "vxlan_learning": 1}
+        # Learning off: remotes come from the database (all-zero FDB entries), never from
+        # whoever manages to send a valid VXLAN packet.
+        spec: dict[str, Any] = {"vxlan_id": vni, "vxlan_port": port, "vxlan_learning": 0}
         if parent is not None:
             spec["vxlan_link"] = self._index(parent)
         if local is not None:
@@ -269,6 +272,57 @@ class PyrouteLinks:
     def delete_link(self, name: str) -> None:
         with _kernel(f"delete {name}"):
             self._ipr.link("del", index=self._index(name))
+
+    # -- IPv6 sysctls ----------------------------------------------------------------------
+    _IPV6_OFF = (("accept_ra", "0"), ("autoconf", "0"), ("disable_ipv6", "1"))
+
+    def _sysctl_path(self, name: str, key: str) -> str:
+        return f"/proc/sys/net/ipv6/conf/{interface_name(name)}/{key}"
+
+    def ipv6_off(self, name: str) -> bool:
+        self._index(name)
+        path = self._sysctl_path(name, "disable_ipv6")
+        if self.netns is None:
+            try:
+                return Path(path).read_text().strip() == "1"
+            except FileNotFoundError:
+                return not Path("/proc/sys/net/ipv6").exists()  # no IPv6 in this kernel
+        res = subprocess.run(
+            ["ip", "netns", "exec", self.netns, "cat", path], capture_output=True, text=True, timeout=30
+        )
+        return res.returncode != 0 or res.stdout.strip() == "1"
+
+    def disable_ipv6(self, name: str) -> None:
+        self._index(name)
+        for key, value in self._IPV6_OFF:
+            path = self._sysctl_path(name, key)
+            try:
+                if self.netns is None:
+                    Path(path).write_text(value + "\n")
+                    continue
+                # another namespace's /proc/sys is only visible from inside it
+                subprocess.run(
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        self.netns,
+                        "sysctl",
+                        "-q",
+                        "-w",
+                        f"{path[len('/proc/sys/') :]}={value}",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=True,
+                )
+            except FileNotFoundError:
+                if Path("/proc/sys/net/ipv6").exists() or self.netns is not None:
+                    raise LinkError(f"set {key} on {name}: no such sysctl") from None
+                return  # no IPv6 in this kernel: nothing to turn off
+            except (OSError, subprocess.CalledProcessError) as exc:
+                raise LinkError(f"set {key}={value} on {name}: {exc}") from None
 
     # -- addresses, routes, fdb ----------------------------------------------------------
     def add_address(self, name: str, cidr: str) -> None:

@@ -59,3 +59,16 @@ DADDR = payload("ip", "daddr")
 
 def counted_drop(counter: str) -> list[Json]:
     return [{"counter": counter}, DROP]
+
+
+def raw(base: str, offset: int, length: int) -> Json:
+    """A raw payload field: ``@base,offset,length`` (bits)."""
+    return {"payload": {"base": base, "offset": offset, "len": length}}
+
+
+def set_mark(value: Json) -> Json:
+    return {"mangle": {"key": meta("mark"), "value": value}}
+
+
+def ct_state(*states: str) -> Json:
+    return match("in", {"ct": {"key": "state"}}, list(states) if len(states) > 1 else states[0])

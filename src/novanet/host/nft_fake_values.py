@@ -41,6 +41,10 @@ def _atom(value: Json, type_: str, interval: bool) -> Canon:
         if not isinstance(value, str) or not 0 < len(value.encode()) < 16:
             raise NftError(f"Could not parse ifname {value!r}")
         return value
+    if type_ == "mark":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
+            raise NftError(f"Could not parse mark {value!r}")
+        return value
     if type_ == "inet_service":
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
             raise NftError(f"Could not parse inet_service {value!r}")
@@ -57,7 +61,8 @@ def canonical(node: Json, types: tuple[str, ...], interval: bool) -> Canon:
         return _atom(node, types[0], interval)
     if not isinstance(node, dict) or "concat" not in node or len(node["concat"]) != len(types):
         raise NftError(f"element {node!r} does not match type {' . '.join(types)}")
-    return tuple(_atom(v, t, False) for v, t in zip(node["concat"], types, strict=True))
+    # an interval concatenation: each field is a range (a plain value is a range of one)
+    return tuple(_atom(v, t, interval) for v, t in zip(node["concat"], types, strict=True))
 
 
 def interval_json(lo: int, hi: int) -> Json:

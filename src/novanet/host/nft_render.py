@@ -1,9 +1,10 @@
 """HostState -> novanet's nftables tables (pure).
 
-``ip novanet`` carries NAT and the forward/input accepts, ``bridge novanet`` the
-anti-spoofing of instance ports. Every per-address fact lives in a set or map, so the
-rules are the same few dozen whether the host has one floating IP or a hundred thousand,
-and a change to addresses is an element edit, never a rule edit.
+``ip novanet`` carries NAT and the forward/input filters, ``bridge novanet`` (rendered by
+``nft_bridge``) the anti-spoofing of instance ports and the default drop of unknown ports.
+Every per-address fact lives in a set or map, so the rules are the same few dozen
+whether the host has one floating IP or a hundred thousand, and a change to addresses
+is an element edit, never a rule edit.
 
 The NAT follows nova-network's iptables rules (linux_net.init_host, floating_forward_rules),
 evaluated in this order in nat-postrouting:
@@ -24,27 +25,26 @@ evaluated in this order in nat-postrouting:
 from __future__ import annotations
 
 import functools
-import ipaddress
-import re
-import socket
-from collections.abc import Iterable
 
-from novanet.domain import names
-from novanet.domain.errors import InvalidInput
-from novanet.host.model import HostState, NatState
+from novanet.host.model import HostState, NatState, VxlanGuard
+from novanet.host.nft_bridge import BRIDGE_SETS, DROP_COUNTERS, bridge_chains, vif_elements
+from novanet.host.nft_check import cidrs as _cidrs
+from novanet.host.nft_check import ifname as _ifname
+from novanet.host.nft_check import ipv4 as _ipv4
+from novanet.host.nft_check import port as _port
 from novanet.host.nft_expr import (
     ACCEPT,
     DADDR,
     SADDR,
     concat,
     counted_drop,
+    ct_state,
     ct_status_dnat,
     ct_status_not_dnat,
     eq,
     lookup,
     meta,
     nat_to,
-    ne,
     payload,
 )
 from novanet.host.nft_spec import (
@@ -65,53 +65,12 @@ from novanet.host.nft_spec import (
 METADATA_ADDRESS = "169.254.169.254"
 VPN_PRIVATE_PORT = 1194
 
-# Named counters of the bridge table, one per reason a frame is dropped.
-DROP_MAC = "drop-mac-spoof"
-DROP_IP = "drop-ip-spoof"
-DROP_ARP = "drop-arp-spoof"
-DROP_DHCP_SERVER = "drop-dhcp-server"
-DROP_ETHERTYPE = "drop-ethertype"
-DROP_CROSS = "drop-cross-network"  # ip table: routed from one network's bridge to another's
-DROP_COUNTERS = (DROP_MAC, DROP_IP, DROP_ARP, DROP_DHCP_SERVER, DROP_ETHERTYPE)
-
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-
-# --- validation -----------------------------------------------------------------------
-
-
-def _ifname(value: str, what: str) -> str:
-    return names.interface_name(value, what)
-
-
-def _ipv4(value: str, what: str) -> str:
-    # inet_pton: strict dotted quad, and many times faster than ipaddress at 10k entries
-    try:
-        return socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, value))
-    except (OSError, AttributeError):
-        raise InvalidInput(f"invalid {what} {value!r}: not an IPv4 address") from None
-
-
-def _cidrs(values: Iterable[str], what: str) -> list[str]:
-    out = []
-    for v in values:
-        try:
-            out.append(str(ipaddress.IPv4Network(v, strict=False)))
-        except ValueError:
-            raise InvalidInput(f"invalid {what} {v!r}: not an IPv4 network") from None
-    return out
-
-
-def _port(value: int, what: str) -> int:
-    if not 1 <= value <= 65535:
-        raise InvalidInput(f"invalid {what} {value!r}: not a port")
-    return value
-
-
-def _mac(value: str) -> str:
-    mac = value.lower()
-    if not _MAC.match(mac):
-        raise InvalidInput(f"invalid MAC address {value!r}")
-    return mac
+# Named counters of the ip table.
+DROP_CROSS = "drop-cross-network"  # routed from one network's bridge to another's
+DROP_VXLAN = "drop-vxlan-foreign"  # VXLAN not from a known peer through the underlay
+DROP_UNDERLAY = "drop-to-underlay"  # routed from a guest bridge to a host's underlay address
+DROP_TO_HOST = "drop-to-host"  # from a guest bridge to this host, beyond what guests need
+IP_COUNTERS = (DROP_CROSS, DROP_VXLAN, DROP_UNDERLAY, DROP_TO_HOST)
 
 
 # --- the tables -------------------------------------------------------------------------
@@ -127,12 +86,7 @@ _IP_SETS = (
     SetSpec("floating-out", ("ifname", "ipv4_addr")),  # floating's interface . fixed
     SetSpec("vpn-dnat", ("ipv4_addr", "inet_service"), map="ipv4_addr"),  # public . port -> private
     SetSpec("vpn-servers", ("ipv4_addr",)),
-)
-
-_BRIDGE_SETS = (
-    SetSpec("vif-ports", ("ifname",)),
-    SetSpec("vif-macs", ("ifname", "ether_addr")),
-    SetSpec("vif-ips", ("ifname", "ipv4_addr")),
+    SetSpec("vxlan-peers", ("ipv4_addr",)),
 )
 
 
@@ -206,8 +160,9 @@ def _nat_chains(nat: NatState) -> list[Chain]:
     ]
 
 
-def _filter_chains() -> list[Chain]:
+def _filter_chains(guard: VxlanGuard | None) -> list[Chain]:
     iif, oif = meta("iifname"), meta("oifname")
+    from_bridges = eq(iif, "@bridges")
     forward = [
         # Networks (projects) do not reach each other through the host, except by their
         # floating IPs (DNATed flows, both directions).
@@ -215,97 +170,61 @@ def _filter_chains() -> list[Chain]:
         Rule("forward dnat between bridges", [ct_status_dnat(), ACCEPT]),
         Rule(
             "no routing between networks",
-            [eq(iif, "@bridges"), eq(oif, "@bridges"), *counted_drop(DROP_CROSS)],
+            [from_bridges, eq(oif, "@bridges"), *counted_drop(DROP_CROSS)],
         ),
-        Rule("forward from bridges", [eq(meta("iifname"), "@bridges"), ACCEPT]),
+        # The underlay carries the VXLAN of every project: guests never route into it.
+        Rule(
+            "no routing into the underlay",
+            [from_bridges, eq(DADDR, "@vxlan-peers"), *counted_drop(DROP_UNDERLAY)],
+        ),
+        Rule("forward from bridges", [from_bridges, ACCEPT]),
         Rule("forward to bridges", [eq(meta("oifname"), "@bridges"), ACCEPT]),
         Rule(
             f"forward vpn udp {VPN_PRIVATE_PORT}",
             [eq(DADDR, "@vpn-servers"), eq(payload("udp", "dport"), VPN_PRIVATE_PORT), ACCEPT],
         ),
     ]
-    inp = [
-        Rule(
-            "dhcp from bridges",
-            [eq(meta("iifname"), "@bridges"), eq(payload("udp", "dport"), 67), ACCEPT],
-        ),
+    inp: list[Rule] = []
+    if guard is not None:
+        # Learning is off and the FDB comes from the database, but the VXLAN socket listens
+        # on every address: only known peers, through the underlay, may feed it.
+        underlay = _ifname(guard.interface, "vxlan_interface")
+        port = _port(guard.port, "vxlan_port")
+        inp += [
+            Rule(
+                f"vxlan from peers on {underlay}",
+                [
+                    eq(payload("udp", "dport"), port),
+                    eq(iif, underlay),
+                    eq(SADDR, "@vxlan-peers"),
+                    ACCEPT,
+                ],
+            ),
+            Rule(
+                f"vxlan from anyone else to udp {port}",
+                [eq(payload("udp", "dport"), port), *counted_drop(DROP_VXLAN)],
+            ),
+        ]
+    inp += [
+        Rule("replies to the host from bridges", [from_bridges, ct_state("established", "related"), ACCEPT]),
+        Rule("dhcp from bridges", [from_bridges, eq(payload("udp", "dport"), 67), ACCEPT]),
         Rule(
             "dns from bridges",
             [
-                eq(meta("iifname"), "@bridges"),
+                from_bridges,
                 eq(meta("l4proto"), {"set": ["tcp", "udp"]}),
                 eq(payload("th", "dport"), 53),
                 ACCEPT,
             ],
         ),
+        Rule("ping of the gateway", [from_bridges, eq(payload("icmp", "type"), "echo-request"), ACCEPT]),
+        # metadata (and any other DNAT) to a service on this host
+        Rule("dnat to the host from bridges", [from_bridges, ct_status_dnat(), ACCEPT]),
+        Rule("nothing else from bridges to the host", [from_bridges, *counted_drop(DROP_TO_HOST)]),
     ]
     return [
         _base("filter-forward", "filter", "forward", 0, forward),
         _base("filter-input", "filter", "input", 0, inp),
-    ]
-
-
-def _bridge_chains() -> list[Chain]:
-    iif = meta("iifname")
-    ether_type = payload("ether", "type")
-    vif = [
-        Rule(
-            "mac spoofing",
-            [ne(concat(iif, payload("ether", "saddr")), "@vif-macs"), *counted_drop(DROP_MAC)],
-        ),
-        Rule(
-            "arp mac spoofing",
-            [ne(concat(iif, payload("arp", "saddr ether")), "@vif-macs"), *counted_drop(DROP_ARP)],
-        ),
-        # ARP probes (RFC 5227) announce sender 0.0.0.0 and poison no cache.
-        Rule(
-            "arp ip spoofing",
-            [
-                ne(payload("arp", "saddr ip"), "0.0.0.0"),
-                ne(concat(iif, payload("arp", "saddr ip")), "@vif-ips"),
-                *counted_drop(DROP_ARP),
-            ],
-        ),
-        # Only Ethernet/IPv4 ARP is accepted: the offsets above assume it.
-        Rule(
-            "arp",
-            [
-                eq(payload("arp", "htype"), 1),
-                eq(payload("arp", "ptype"), "ip"),
-                eq(payload("arp", "hlen"), 6),
-                eq(payload("arp", "plen"), 4),
-                ACCEPT,
-            ],
-        ),
-        Rule(
-            "dhcp server on an instance port",
-            [eq(ether_type, "ip"), eq(payload("udp", "sport"), 67), *counted_drop(DROP_DHCP_SERVER)],
-        ),
-        Rule(
-            "dhcp discovery",
-            [
-                eq(ether_type, "ip"),
-                eq(SADDR, "0.0.0.0"),
-                eq(DADDR, "255.255.255.255"),
-                eq(payload("udp", "sport"), 68),
-                eq(payload("udp", "dport"), 67),
-                ACCEPT,
-            ],
-        ),
-        Rule(
-            "ip spoofing",
-            [eq(ether_type, "ip"), ne(concat(iif, SADDR), "@vif-ips"), *counted_drop(DROP_IP)],
-        ),
-        Rule("ipv4", [eq(ether_type, "ip"), ACCEPT]),
-        Rule("other ethertypes", counted_drop(DROP_ETHERTYPE)),
-    ]
-    prerouting = [
-        Rule("frames from instance ports", [eq(iif, "@vif-ports"), {"jump": {"target": "vif-ingress"}}])
-    ]
-    # prerouting, not forward: frames addressed to the host itself (the gateway) count too
-    return [
-        _base("filter-prerouting", "filter", "prerouting", -200, prerouting),
-        Chain("vif-ingress", tuple(vif)),
     ]
 
 
@@ -342,33 +261,24 @@ def _nat_elements(nat: NatState) -> dict[str, dict[Value, Value | None]]:
     }
 
 
-def _vif_elements(state: HostState) -> dict[str, dict[Value, Value | None]]:
-    ports: dict[Value, Value | None] = {}
-    macs: dict[Value, Value | None] = {}
-    ips: dict[Value, Value | None] = {}
-    for vif in state.vifs:
-        port = _ifname(vif.port, "VIF port")
-        ports[port] = None
-        macs[(port, _mac(vif.mac))] = None
-        for addr in vif.addresses:
-            ips[(port, _ipv4(addr.split("/", 1)[0], "VIF address"))] = None  # 10.0.0.5 or 10.0.0.5/24
-    return {"vif-ports": ports, "vif-macs": macs, "vif-ips": ips}
-
-
 @functools.lru_cache(maxsize=4)  # a partial sync renders the state the last sync rendered
 def build(state: HostState) -> Ruleset:
     """The desired contents of both tables for ``state``."""
-    chains = _filter_chains()
+    chains = _filter_chains(state.vxlan)
     elements: dict[tuple[str, str], Elements] = {
         ("ip", "bridges"): dict.fromkeys(_ifname(b, "bridge") for b in state.bridge_names),
         ("ip", "bridge-pairs"): dict.fromkeys((b, b) for b in state.bridge_names),
     }
+    if state.vxlan is not None:
+        elements[("ip", "vxlan-peers")] = dict.fromkeys(
+            _ipv4(p, "underlay address") for p in state.vxlan.peers
+        )
     if state.nat is not None:
         chains = _nat_chains(state.nat) + chains
         elements.update({("ip", k): v for k, v in _nat_elements(state.nat).items()})
-    elements.update({("bridge", k): v for k, v in _vif_elements(state).items()})
-    ip = Table("ip", (DROP_CROSS,), _IP_SETS, tuple(chains))
-    bridge = Table("bridge", DROP_COUNTERS, _BRIDGE_SETS, tuple(_bridge_chains()))
+    elements.update({("bridge", k): v for k, v in vif_elements(state).items()})
+    ip = Table("ip", IP_COUNTERS, _IP_SETS, tuple(chains))
+    bridge = Table("bridge", DROP_COUNTERS, BRIDGE_SETS, tuple(bridge_chains()))
     return Ruleset((ip, bridge), {k: v for k, v in elements.items() if v})
 
 

@@ -47,6 +47,9 @@ def _attach(links: LinkBackend, devname: str, bridge: str, mtu: int | None) -> l
     if mtu is not None and dev.mtu != mtu:
         links.set_mtu(devname, mtu)
         changes.append(f"set mtu {mtu} on {devname}")
+    if not links.ipv6_off(devname):  # the host end carries no IPv6: novanet is IPv4-only
+        links.disable_ipv6(devname)
+        changes.append(f"disabled IPv6 on {devname}")
     if dev.master != bridge:
         links.set_master(devname, bridge)
         changes.append(f"enslaved {devname} to {bridge}")
