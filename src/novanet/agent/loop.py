@@ -29,11 +29,13 @@ from novanet.agent import ports
 from novanet.agent import snapshot as snapmod
 from novanet.agent.metrics import Metrics
 from novanet.domain.errors import NovanetError
-from novanet.host import netlink, nft, screen
+from novanet.host import screen
 from novanet.host.desired import SnapFloating, Snapshot, desired_state
-from novanet.host.dnsmasq import DnsmasqManager
+from novanet.host.dnsmasq.realizer import DnsmasqManager
 from novanet.host.model import FloatingNat, HostState
-from novanet.host.netlink_base import LinkBackend
+from novanet.host.netlink import realizer as netlink
+from novanet.host.netlink.base import LinkBackend
+from novanet.host.nft import realizer as nft
 from novanet.host.owned import OwnedBridges, as_built, merged
 from novanet.service import fixed as fixedsvc
 from novanet.service.context import Ctx, run
