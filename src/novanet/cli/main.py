@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from novanet.cli import admin, agent, api, fixed, floating, instances, networks, services, tokens, vif
+from novanet.cli import admin, agent, api, fixed, floating, inject, instances, networks, services, tokens, vif
 from novanet.cli.options import hide_aliases, option
 from novanet.cli.state import State, state
 from novanet.domain.errors import NovanetError
@@ -47,6 +47,7 @@ app.add_typer(tokens.app, name="token")
 app.add_typer(services.app, name="service")
 app.command("api")(api.api)
 app.command("serve")(api.serve)
+app.command("inject")(inject.inject)
 
 
 @app.callback()
