@@ -48,9 +48,10 @@ class Written:
 
 def guest_path(path: str) -> PurePosixPath:
     """An absolute path inside the guest with no ``..``, ``.`` or empty component."""
-    p = PurePosixPath("/" + path.lstrip("/"))
-    if any(part in ("..", ".") for part in p.parts) or "//" in path or not p.name:
+    raw = path.lstrip("/").split("/")
+    if any(part in ("..", ".", "") for part in raw):
         raise InvalidInput(f"guest path {path!r} escapes or is not a file path")
+    p = PurePosixPath("/" + "/".join(raw))
     for part in p.parts[1:]:
         if any(c in part for c in "\n\r\t \"'\\") or len(part) > 255:
             raise InvalidInput(f"guest path {path!r} has a component debugfs cannot name")
