@@ -149,8 +149,10 @@ def test_config_drive(conf: Path, tmp_path: Path) -> None:
 
 def test_no_injected_network_is_refused(conf: Path, tmp_path: Path) -> None:
     other = str(uuidlib.uuid4())
-    novanet(conf, "network", "create", "--label", "c", "--fixed-range-v4", "10.63.0.0/24", "--bridge", "br102",
-            "--no-injected", "--project-id", "q")  # fmt: skip
+    novanet(
+        conf, "network", "create", "--label", "c", "--fixed-range-v4", "10.63.0.0/24",
+        "--bridge", "br102", "--no-injected", "--project-id", "q",
+    )  # fmt: skip
     # Flat mode: the instance joins every network open to its project, so give it only c.
     nets = json.loads(novanet(conf, "network", "list", "--json").stdout)
     c_uuid = next(n["uuid"] for n in nets if n["label"] == "c")

@@ -10,12 +10,12 @@ from typing import Any
 
 import jsonschema
 import pytest
+from test_netinfo import make_network
 
 from novanet.domain.errors import InvalidInput
 from novanet.domain.netinfo import FixedAddress, VifView, network_info
 from novanet.inject import disk, render, tree
 from novanet.inject.ext4 import guest_path
-from test_netinfo import make_network
 
 # The fields of OpenStack's network_data.json (nova's metadata "network_data" document,
 # as cloud-init's and Glean's readers consume it) that novanet emits.
