@@ -17,7 +17,20 @@ from typing import Annotated, Any
 
 import typer
 
-from novanet.cli import admin, agent, api, fixed, floating, inject, instances, networks, services, tokens, vif
+from novanet.cli import (
+    admin,
+    agent,
+    api,
+    fixed,
+    floating,
+    inject,
+    instances,
+    networks,
+    sandbox,
+    services,
+    tokens,
+    vif,
+)
 from novanet.cli.options import hide_aliases, option
 from novanet.cli.state import State, state
 from novanet.domain.errors import NovanetError
@@ -44,6 +57,7 @@ app.add_typer(admin.vpn_app, name="vpn")
 app.add_typer(agent.app, name="agent")
 app.add_typer(vif.app, name="vif")
 app.add_typer(tokens.app, name="token")
+app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(services.app, name="service")
 app.command("api")(api.api)
 app.command("serve")(api.serve)
