@@ -61,7 +61,12 @@ def up(
     if as_json:
         output.emit_json(_summary(sb))
         return
-    _print_summary(sb)
+    _print_summary(sb, _prefix(ctx), "" if name == "demo" else f" --name {name}")
+
+
+def _prefix(ctx: typer.Context) -> str:
+    """How to call novanet for this sandbox again: the same --config-file options."""
+    return "novanet" + "".join(f" --config-file {f}" for f in state(ctx).config_files)
 
 
 def _summary(sb: Any) -> dict[str, Any]:
@@ -87,7 +92,7 @@ def _summary(sb: Any) -> dict[str, Any]:
     }
 
 
-def _print_summary(sb: Any) -> None:
+def _print_summary(sb: Any, nv: str, opt: str) -> None:
     s = _summary(sb)
     seg = f", segments over {s['segmentation']}" if s["segmentation"] else ""
     mh = "multi-host" if s["multi_host"] else "single network host"
@@ -111,17 +116,16 @@ def _print_summary(sb: Any) -> None:
     output.message(f"outside: namespace {s['outside']['namespace']} ({s['outside']['address']})")
     output.message("try:")
     if first:
-        output.message(f"  novanet sandbox exec {first['name']} -- ping -c 1 {s['outside']['address']}")
+        output.message(f"  {nv} sandbox exec{opt} {first['name']} -- ping -c 1 {s['outside']['address']}")
         if len(s["instances"]) > 1:
-            output.message(
-                f"  novanet sandbox exec {first['name']} -- ping -c 1 {s['instances'][1]['fixed_ip']}"
-            )
+            second = s["instances"][1]["fixed_ip"]
+            output.message(f"  {nv} sandbox exec{opt} {first['name']} -- ping -c 1 {second}")
         output.message(f"  ip netns exec {s['outside']['namespace']} ping -c 1 {first['floating_ip']}")
         if s["guest"] == "qemu":
-            output.message(f"  novanet sandbox console {first['name']}")
-    output.message(f"  novanet --config-file {s['config']} instance list / fixed list / floating list")
-    output.message("  novanet sandbox status")
-    output.message(f"  novanet sandbox down --name {s['name']}")
+            output.message(f"  {nv} sandbox console{opt} {first['name']}")
+    output.message(f"  novanet --config-file {s['config']} fixed list   (or floating list, service list)")
+    output.message(f"  {nv} sandbox status{opt}")
+    output.message(f"  {nv} sandbox down{opt}")
 
 
 @app.command("status")
@@ -146,7 +150,7 @@ def status(
     for i in s["instances"]:
         i["leased"] = bool(fixed.get(i["fixed_ip"], {}).get("leased"))
         fl = floating.get(i["floating_ip"] or "", {})
-        i["floating_associated"] = fl.get("fixed_ip") == i["fixed_ip"] if fl else False
+        i["floating_associated"] = fl.get("fixed_address") == i["fixed_ip"] if fl else False
     if as_json:
         output.emit_json(s)
         return

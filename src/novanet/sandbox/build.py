@@ -127,10 +127,14 @@ class Sandbox:
             ("floating IPs", lambda: self._floating(p)),
         ]
         t0 = time.monotonic()
+        # For the tests of the clean-up: fail on purpose after this many steps.
+        fail_after = int(os.environ.get("NOVANET_SANDBOX_FAIL_AFTER", "0") or 0)
         for i, (what, fn) in enumerate(steps, 1):
             self.say(f"[{i}/{len(steps)}] {what}")
             fn()
             self.save()
+            if i == fail_after:
+                raise SandboxError(f"failing after step {i} ({what}) as NOVANET_SANDBOX_FAIL_AFTER asks")
         self.state["status"] = "up"
         self.state["build_seconds"] = round(time.monotonic() - t0, 1)
         self.save()
