@@ -244,20 +244,21 @@ def exec_in(sb: Any, name: str, cmd: list[str], timeout: float = 120) -> tuple[i
         s.sendall(b"\n" + line.encode())
         buf = b""
         deadline = time.monotonic() + timeout
-        pat = re.compile(rf"\nR{token}=(\d+)E".encode())
+        begin = re.compile(rf"(^|\n)B{token}E\n".encode())
+        end = re.compile(rf"R{token}=(\d+)E".encode())
         while time.monotonic() < deadline:
             r, _, _ = select.select([s], [], [], 0.5)
-            if r:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                m = pat.search(buf.replace(b"\r\n", b"\n"))
-                if m:
-                    text = buf.replace(b"\r\n", b"\n").decode(errors="replace")
-                    start = text.find(f"\nB{token}E\n")
-                    body = text[start + len(token) + 4 : text.find(f"\nR{token}=")] if start >= 0 else ""
-                    return int(m.group(1)), body.lstrip("\n") + ("\n" if body.strip() else "")
+            if not r:
+                continue
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            text = buf.replace(b"\r\n", b"\n").replace(b"\r", b"")
+            b = begin.search(text)
+            e = end.search(text, b.end()) if b else None
+            if b and e:
+                return int(e.group(1)), text[b.end() : e.start()].decode(errors="replace")
         raise SandboxError(f"no answer from {name}'s console in {timeout:.0f}s")
 
 
