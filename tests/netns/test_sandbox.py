@@ -270,3 +270,53 @@ def test_sandbox_qemu_flat_guest_configured_only_by_the_injected_file(qsb: Sb, l
         proc.wait(timeout=10)
     lab.helpers.clear()
     _down_clean(qsb, nm, before, up["state_dir"])
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+def _pg_databases(url: str) -> set[str]:
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(sa.text("SELECT datname FROM pg_database")).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_sandbox_on_postgresql(sb: Sb) -> None:
+    import sqlalchemy as sa
+
+    url = (
+        os.environ.get("NOVANET_TEST_PG_URL") or "postgresql+psycopg://novanet:novanet@127.0.0.1:5432/novanet"
+    )
+    try:
+        _pg_databases(url)
+    except sa.exc.OperationalError as exc:
+        if os.environ.get("CI") or os.environ.get("NOVANET_TEST_PG_URL"):
+            pytest.fail(f"PostgreSQL not reachable: {exc.orig}")
+        pytest.skip("PostgreSQL not reachable (run scripts/pg-ensure.sh)")
+    nm = name()
+    before = root_view()
+    up = json.loads(
+        sb.run("up", "--name", nm, "--hosts", "2", "--instances", "2", "--db", url, "--json").stdout
+    )
+    assert up["database"] == f"novanet_sandbox_{nm}" and up["database"] in _pg_databases(url)
+    # The agents in their namespaces reach the server through the sandbox's relay.
+    st = json.loads(sb.run("status", "--name", nm, "--json").stdout)
+    assert {h["host"]: h["agent"] for h in st["hosts"]} == {"net": "up", "c1": "up", "c2": "up"}
+    assert [i["leased"] for i in st["instances"]] == [True, True]
+    vm2 = st["instances"][1]["fixed_ip"]
+    assert (
+        sb.run("exec", "--name", nm, "vm1", "--", "ping", "-c", "1", "-W", "2", vm2, check=False).returncode
+        == 0
+    )
+    conf = (Path(up["state_dir"]) / "c1.conf").stat()
+    assert conf.st_mode & 0o077 == 0  # the URL holds a password
+    sb.run("down", "--name", nm)
+    assert up["database"] not in _pg_databases(url)
+    assert root_view() == before
+    assert not processes_mentioning(up["state_dir"])

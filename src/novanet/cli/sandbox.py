@@ -45,6 +45,15 @@ def up(
         str, option("--guest", metavar="KIND", help="netns (a namespace per instance) or qemu (real VMs).")
     ] = "netns",
     name: Name = "demo",
+    db: Annotated[
+        str | None,
+        option(
+            "--db",
+            metavar="URL",
+            help="PostgreSQL server (postgresql+psycopg://...) to hold the sandbox's own database"
+            " novanet_sandbox_NAME, dropped by down [SQLite in the state directory].",
+        ),
+    ] = None,
     as_json: Annotated[bool, option("--json", help="Print what was built as JSON.")] = False,
 ) -> None:
     """Build a sandbox cloud and print how to reach its instances."""
@@ -56,7 +65,7 @@ def up(
         raise InvalidInput(f"--guest {guest!r}: netns or qemu")
     sb = build.up(
         _state_path(ctx), name, mode.name, multi_host=multi_host, hosts=hosts, instances=instances,
-        guest=guest, say=_say,
+        guest=guest, say=_say, db=db,
     )  # fmt: skip
     if as_json:
         output.emit_json(_summary(sb))
@@ -78,6 +87,7 @@ def _summary(sb: Any) -> dict[str, Any]:
         "guest": p.guest,
         "segmentation": p.segmentation if p.mode.vlan else None,
         "state_dir": str(sb.root),
+        "database": sb.state.get("pg_database") or sb.state.get("db"),
         "config": str(sb.conf("net")),
         "outside": {"namespace": p.outside_ns, "address": "203.0.113.254"},
         "hosts": [

@@ -85,7 +85,10 @@ class Sandbox:
 
     def save(self) -> None:
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2, sort_keys=True) + "\n")
+        # 0600: with --db it holds the PostgreSQL URL and its password.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(self.state, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.state_file)
 
     @classmethod
@@ -170,11 +173,14 @@ class Sandbox:
                 in_ns(h.ns, "ip", "addr", "add", f"{h.underlay_ip}/24", "dev", "und0")
 
     def _control(self, p: T.Plan) -> None:
-        db = f"sqlite:///{self.root}/novanet.sqlite"
-        self.state["db"] = db
+        pg = self.state.get("pg_server")
+        db = self._postgresql(p, pg) if pg else f"sqlite:///{self.root}/novanet.sqlite"
+        self.state["db"] = "postgresql" if pg else db
         for h in p.hosts:
             (self.root / "hosts" / h.name).mkdir(parents=True, exist_ok=True, mode=0o755)
-            self.conf(h.name).write_text(T.host_config(p, h, self.root, db))
+            fd = os.open(self.conf(h.name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(T.host_config(p, h, self.root, db))
         self.nv("db", "sync")
         args = ["network", "create", "--label", "demo", "--fixed-range-v4", T.FIXED_RANGE]
         args += ["--multi-host", "T" if p.multi_host else "F", "--dns1", T.OUTSIDE_IP]
@@ -183,6 +189,79 @@ class Sandbox:
         [net] = self.nv_json(*args)
         self.state["network"] = net
         self.nv("floating", "create", "--ip-range", T.FLOATING_RANGE, "--interface", "pub0")
+
+    def _postgresql(self, p: T.Plan, server: str) -> str:
+        """A database of the sandbox's own on the PostgreSQL server, reached from the
+        namespaces through a Unix-socket relay; returns the URL the hosts use."""
+        import sqlalchemy as sa
+        from sqlalchemy.engine import URL, make_url
+        from sqlalchemy.pool import NullPool
+
+        url = make_url(server)
+        if url.get_backend_name() != "postgresql":
+            raise InvalidInput("--db must be a postgresql+psycopg:// URL (the default is SQLite)")
+        dbname = f"novanet_sandbox_{p.name}"
+        admin = sa.create_engine(url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT",
+                                 poolclass=NullPool)  # fmt: skip
+        try:
+            with admin.connect() as conn:
+                if conn.execute(
+                    sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": dbname}
+                ).first():
+                    raise Conflict(
+                        f"database {dbname} already exists on the server: drop it or choose another --name"
+                    )
+                conn.execute(sa.text(f'CREATE DATABASE "{dbname}"'))
+        except sa.exc.SQLAlchemyError as exc:
+            raise SandboxError(
+                f"PostgreSQL: {str(exc.orig if hasattr(exc, 'orig') else exc).strip()[:200]}"
+            ) from None
+        finally:
+            admin.dispose()
+        self.state["pg_database"] = dbname
+        self.save()
+        sockdir = self.root / "pg"
+        sockdir.mkdir(mode=0o700, exist_ok=True)
+        port = url.port or 5432
+        sock = sockdir / f".s.PGSQL.{port}"
+        argv = [
+            sys.executable,
+            "-m",
+            "novanet.sandbox.pgrelay",
+            str(sock),
+            url.host or "127.0.0.1",
+            str(port),
+        ]
+        rec = procs.spawn(argv, self.root / "pgrelay.log")
+        rec["what"] = "postgresql relay"
+        self.state["processes"].append(rec)
+        self.save()
+        _wait(sock.exists, 10, "the PostgreSQL relay socket")
+        local = URL.create(
+            "postgresql+psycopg", username=url.username, password=url.password, database=dbname,
+            query={"host": str(sockdir), "port": str(port)},
+        )  # fmt: skip
+        return local.render_as_string(hide_password=False)
+
+    def _drop_postgresql(self) -> str | None:
+        server, dbname = self.state.get("pg_server"), self.state.get("pg_database")
+        if not server or not dbname:
+            return None
+        import sqlalchemy as sa
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.pool import NullPool
+
+        admin = sa.create_engine(make_url(server).set(drivername="postgresql+psycopg"),
+                                 isolation_level="AUTOCOMMIT", poolclass=NullPool)  # fmt: skip
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+        except sa.exc.SQLAlchemyError as exc:
+            self.say(f"could not drop database {dbname}: {str(exc).splitlines()[0][:200]}")
+            return None
+        finally:
+            admin.dispose()
+        return f"database {dbname}"
 
     def _agents(self, p: T.Plan) -> None:
         self.state.setdefault("processes", [])
@@ -312,6 +391,9 @@ class Sandbox:
                 procs.stop(procs.record(pid), timeout=5)
             run(["ip", "netns", "del", ns], check=False)
             done.append(f"netns {ns}")
+        dropped = self._drop_postgresql()
+        if dropped:
+            done.append(dropped)
         return done
 
 
@@ -337,6 +419,7 @@ def up(
     instances: int,
     guest: str,
     say: Say,
+    db: str | None = None,
 ) -> Sandbox:
     if os.geteuid() != 0:
         raise InvalidInput("novanet sandbox needs root (it makes network namespaces)")
@@ -370,7 +453,15 @@ def up(
     for parent in (root.parent, root.parent.parent):
         with contextlib.suppress(OSError):
             parent.chmod(parent.stat().st_mode | 0o055)
-    sb = Sandbox(root, {"plan": plan.to_json(), "namespaces": [], "processes": [], "status": "building"}, say)
+    initial: dict[str, Any] = {
+        "plan": plan.to_json(),
+        "namespaces": [],
+        "processes": [],
+        "status": "building",
+    }
+    if db:
+        initial["pg_server"] = db
+    sb = Sandbox(root, initial, say)
     sb.save()
     try:
         sb.up(plan, cache)
