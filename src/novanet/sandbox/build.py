@@ -302,7 +302,10 @@ class Sandbox:
             }
             self.save()
         bridge = self.state["network"]["bridge"]
-        hosts_with_bridge = {i.host for i in p.instances} | (set() if p.multi_host else {"net"})
+        # A single-host network gets its network host at the first allocation.
+        hosts_with_bridge = {i.host for i in p.instances}
+        if p.instances and not p.multi_host:
+            hosts_with_bridge.add("net")
         for name in sorted(hosts_with_bridge):
             _wait(
                 partial(ns_ok, p.host(name).ns, "ip", "link", "show", "dev", bridge),
