@@ -7,8 +7,9 @@
 #
 # Idempotent: when the sandbox `demo` is already up, it says so and shows its status
 # instead of building a second one (`novanet sandbox down` removes it).
-# Env: NOVANET_STATE_PATH (default /var/lib/novanet), QUICKSTART_ARGS (extra
-# `sandbox up` options, e.g. "--guest qemu" or "--multi-host --hosts 3").
+# Env: NOVANET_STATE_PATH (default /var/lib/novanet), QUICKSTART_NAME (the sandbox's
+# name, default demo), QUICKSTART_ARGS (extra `sandbox up` options, e.g. "--guest qemu"
+# or "--multi-host --hosts 3").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,16 +29,17 @@ if [[ -n "${NOVANET_STATE_PATH:-}" ]]; then
     NV+=(--config-file "$CONF")
 fi
 
-if "${NV[@]}" sandbox status >/dev/null 2>&1; then
-    echo "quickstart: the sandbox demo is already up:"
-    "${NV[@]}" sandbox status
+NAME="${QUICKSTART_NAME:-demo}"
+if "${NV[@]}" sandbox status --name "$NAME" >/dev/null 2>&1; then
+    echo "quickstart: the sandbox $NAME is already up:"
+    "${NV[@]}" sandbox status --name "$NAME"
     echo
-    echo "remove it with: ${NV[*]} sandbox down"
+    echo "remove it with: ${NV[*]} sandbox down --name $NAME"
     exit 0
 fi
 
 # shellcheck disable=SC2086 # QUICKSTART_ARGS is a list of options
-"${NV[@]}" sandbox up --manager flatdhcp ${QUICKSTART_ARGS:-}
+"${NV[@]}" sandbox up --name "$NAME" --manager flatdhcp ${QUICKSTART_ARGS:-}
 echo
 echo "more to try:"
 echo "  VLAN mode, segments over VXLAN:  ${NV[*]} sandbox up --name vlan --manager vlan"
