@@ -85,6 +85,12 @@ def test_whole_disk_image_reads_back_exactly(conf: Path, tmp_path: Path) -> None
     assert debugfs(image, "cat /etc/network/interfaces") == want
     assert "Mode:  0600" in debugfs(image, "stat /etc/network/interfaces")
     assert run("e2fsck", "-fn", str(image), check=False).returncode == 0
+    # Through a symlink, the image it points to is written (the link stays a link).
+    link = tmp_path / "link.img"
+    link.symlink_to(image)
+    run("debugfs", "-w", "-R", "rm /etc/network/interfaces", str(image))
+    novanet(conf, "inject", INSTANCE, "--image", str(link))
+    assert link.is_symlink() and debugfs(image, "cat /etc/network/interfaces") == want
 
 
 @pytest.mark.parametrize("label", ["dos", "gpt"])

@@ -158,7 +158,9 @@ def _plan(fs: _Fs, target: PurePosixPath) -> tuple[list[str], tuple[int, int, in
 
 def write_files(image: Path, files: Mapping[str, bytes], partition: int | None = None) -> list[Written]:
     """Write ``files`` (guest path -> content) into the image; returns what was written."""
-    image = Path(image)
+    # A symlinked image is written where it points (renaming over the link would leave
+    # the real image as it was).
+    image = Path(image).resolve()
     targets = {guest_path(p): c for p, c in files.items()}
     offset = locate(image, partition)
     fs = _Fs(image, offset)
@@ -202,9 +204,11 @@ def write_files(image: Path, files: Mapping[str, bytes], partition: int | None =
             raise InjectError(
                 f"debugfs failed: {' '.join(res.stderr.decode(errors='replace').split())[:200]}"
             )
-        for target, content in targets.items():
+        for w, (target, content) in zip(written, targets.items(), strict=True):
             if work.cat(str(target)) != content:
                 raise InjectError(f"{target} did not read back as written: image left unchanged")
+            if work.stat(str(target)) != ("regular", w.mode, w.uid, w.gid):
+                raise InjectError(f"{target} did not get its owner and mode: image left unchanged")
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, image)
