@@ -94,3 +94,23 @@ def test_ifaces_commands_from_an_injected_file() -> None:
     ]  # eth1 is not "auto": left alone, as ifup -a does
     with pytest.raises(InvalidInput):
         ifaces.commands("auto eth0\niface eth0 inet static\n address 10.0.0.300\n netmask 255.255.255.0\n")
+
+
+def test_wait_stops_at_once_on_a_fatal_failure() -> None:
+    import time
+
+    from novanet.sandbox import build
+
+    def dead() -> bool:
+        raise build.Fatal("agent c1 exited")
+
+    t0 = time.monotonic()
+    with pytest.raises(build.Fatal, match="exited"):
+        build._wait(dead, 30, "agents")
+    assert time.monotonic() - t0 < 1
+
+    def flaky() -> bool:
+        raise build.SandboxError("not yet")
+
+    with pytest.raises(build.SandboxError, match=r"timed out after 0s waiting for x .*not yet"):
+        build._wait(flaky, 0.3, "x", interval=0.05)

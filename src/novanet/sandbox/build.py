@@ -57,16 +57,23 @@ def sandbox_root(state_path: str, name: str) -> Path:
     return Path(state_path) / "sandbox" / T.check_name(name)
 
 
+class Fatal(SandboxError):
+    """A failure no waiting can cure (a process that exited): stop waiting at once."""
+
+
 def _wait(fn: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = fn()
+        except Fatal:
+            raise
         except SandboxError as exc:
             last = exc
-        if last:
-            return last
+        else:
+            if last:
+                return last
         time.sleep(interval)
     raise SandboxError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r:.200})")
 
@@ -277,7 +284,7 @@ class Sandbox:
             up = {r["host"] for r in rows if r["state"] == "up"}
             dead = [r["what"] for r in self.state["processes"] if not procs.alive(r)]
             if dead:
-                raise SandboxError(f"{', '.join(dead)} exited: see {self.root}/agent-*.log")
+                raise Fatal(f"{', '.join(dead)} exited: see {self.root}/agent-*.log")
             return up >= {h.name for h in p.hosts}
 
         _wait(all_up, 60, "every agent to report up")
