@@ -252,6 +252,9 @@ def test_sandbox_qemu_flat_guest_configured_only_by_the_injected_file(qsb: Sb, l
         "network from the disk's /etc/network/interfaces" in log
         and f"NOVANET-GUEST-READY {vm['fixed_ip']}" in log
     )
+    # `console` without a terminal prints the guest's console log.
+    shown = qsb.run("console", "--name", nm, "vm1").stdout
+    assert f"NOVANET-GUEST-READY {vm['fixed_ip']}" in shown
     # No DHCP server runs in Flat mode.
     assert not [p for p in processes_mentioning(up["state_dir"]) if "dnsmasq" in p]
     # The gateway answers the guest.
