@@ -371,8 +371,6 @@ class Sandbox:
             self.state["instances"][inst.name]["floating_ip"] = fip
             self.save()
         for inst in p.instances:
-            if not inst.ns:
-                continue
             fip = self.state["instances"][inst.name]["floating_ip"]
             _wait(
                 partial(ns_ok, p.outside_ns, "ping", "-c", "1", "-W", "1", fip, timeout=10),
