@@ -17,6 +17,9 @@ APT_PACKAGES=(
     postgresql postgresql-client
     # kernel (netns) tier
     iproute2 nftables dnsmasq-base dnsmasq-utils busybox iputils-ping iputils-arping procps iptables
+    # injection (debugfs, sfdisk, genisoimage/isoinfo) and the sandbox's qemu guests
+    # (their kernel and busybox-static are fetched with `apt-get download`, not installed)
+    e2fsprogs fdisk genisoimage qemu-system-x86 cpio kmod gzip findutils
 )
 
 # --- system packages --------------------------------------------------------

@@ -17,9 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
-from novanet.cli.compute import vif
+from novanet.cli.compute import inject, vif
 from novanet.cli.network import fixed, floating, instances, networks
-from novanet.cli.ops import admin, agent, api, services, tokens
+from novanet.cli.ops import admin, agent, api, sandbox, services, tokens
 from novanet.cli.options import hide_aliases, option
 from novanet.cli.state import State, state
 from novanet.domain.errors import NovanetError
@@ -46,9 +46,11 @@ app.add_typer(admin.vpn_app, name="vpn")
 app.add_typer(agent.app, name="agent")
 app.add_typer(vif.app, name="vif")
 app.add_typer(tokens.app, name="token")
+app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(services.app, name="service")
 app.command("api")(api.api)
 app.command("serve")(api.serve)
+app.command("inject")(inject.inject)
 
 
 @app.callback()

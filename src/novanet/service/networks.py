@@ -51,6 +51,7 @@ class NetworkRequest:
     project_id: str | None = None
     uuid: str | None = None
     priority: int | None = None
+    injected: bool | None = None  # None: flat_injected, in Flat mode only
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,9 @@ def _create(
         values: dict[str, Any] = {
             "uuid": c.uuid or str(uuidlib.uuid4()),
             "label": label,
-            "injected": cfg.flat_injected and mode.injected_default,
+            "injected": (cfg.flat_injected and mode.injected_default)
+            if req.injected is None
+            else req.injected,
             "cidr": str(sub.cidr),
             "multi_host": c.multi_host,
             "netmask": str(sub.netmask),

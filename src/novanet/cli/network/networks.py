@@ -128,6 +128,13 @@ def create(
         int | None,
         option("--priority", metavar="N", help="Order in which flat networks are picked (lower first)."),
     ] = None,
+    injected: Annotated[
+        bool | None,
+        typer.Option(
+            "--injected/--no-injected",
+            help="Write addresses into guests (novanet inject) [Flat: flat_injected; others: no].",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create networks and all their fixed IPs, as `nova-manage network create`.
@@ -158,6 +165,7 @@ def create(
         project_id=project_id,
         uuid=uuid,
         priority=priority,
+        injected=injected,
     )
     with output.progress("creating fixed IPs") as tick:
         created = N.create_networks(svc, st.mode, req, progress=tick)
