@@ -17,6 +17,8 @@ APT_PACKAGES=(
     postgresql postgresql-client
     # kernel (netns) tier
     iproute2 nftables dnsmasq-base dnsmasq-utils busybox iputils-ping iputils-arping procps iptables
+    # cloudpipe VPN (server appliance and the netns proof's client)
+    openvpn
 )
 
 # --- system packages --------------------------------------------------------

@@ -142,7 +142,7 @@ class Agent:
             # the next partial sync instead of being counted as applied and missed.
             newest = snapmod.latest_change(conn)
             recent = snapmod.change_ids_after(conn, newest - GAP_WINDOW)
-            return snapmod.read_snapshot(conn, self.host), newest, recent
+            return snapmod.read_snapshot(conn, self.host, self.ctx.config.effective_vpn_ip), newest, recent
 
         return run(self.ctx, tx, write=False)
 
@@ -194,7 +194,7 @@ class Agent:
                 before.update({a: snap.floating[a] for a in refs if a in snap.floating})
                 snapmod.refresh_floating(conn, snap, self.host, refs)
                 return events, snap
-            return events, snapmod.read_snapshot(conn, self.host)
+            return events, snapmod.read_snapshot(conn, self.host, self.ctx.config.effective_vpn_ip)
 
         try:
             events, new_snap = run(self.ctx, tx, write=False)
@@ -546,7 +546,7 @@ class Agent:
         cursor = self.cursor
 
         def tx(conn: Connection) -> tuple[Snapshot, list[tuple[int, str, str]]]:
-            snap = snapmod.read_snapshot(conn, self.host)
+            snap = snapmod.read_snapshot(conn, self.host, self.ctx.config.effective_vpn_ip)
             # read after the snapshot: a change committed meanwhile is pending, not missed
             return snap, cursor.unseen(snapmod.changes_after(conn, cursor.low))
 
