@@ -37,6 +37,7 @@ from novanet.host.netlink_base import LinkBackend
 from novanet.host.owned import OwnedBridges, as_built, merged
 from novanet.service import fixed as fixedsvc
 from novanet.service.context import Ctx, run
+from novanet.vpn.appliance import Appliances
 
 log = logging.getLogger("novanet.agent")
 
@@ -110,6 +111,7 @@ class Realizers:
     forwarding: Callable[[], object] = netlink.enable_forwarding
     arp: Callable[[str, str, int], None] | None = None  # gratuitous ARP sender
     owned: OwnedBridges = field(default_factory=lambda: OwnedBridges(None))  # what we built
+    vpn: Appliances | None = None  # cloudpipe VPN appliances (None: this agent runs none)
 
 
 @dataclass
@@ -127,6 +129,7 @@ class Agent:
     _last_resync: float = 0.0
     _released: set[tuple[str, str, str]] = field(default_factory=set)
     _rejected: tuple[str, ...] = ()
+    _vpn_failed: dict[str, str] = field(default_factory=dict)  # appliance port -> why it failed
 
     @property
     def last_change(self) -> int:
@@ -297,6 +300,9 @@ class Agent:
             report = r.dhcp.sync(new.dhcp, prune=old is None or bool(gone))
             if not report.ok:
                 raise RuntimeError(f"dhcp: {report.errors}")
+        if r.vpn is not None and (old is None or old.appliances != new.appliances or bridges_changed):
+            # before the teardown: an appliance leaves with its network's bridge
+            self._vpn_failed = r.vpn.sync(new.appliances)
         if bridges_changed:
             self._teardown(new)  # after dnsmasq of a network that left was stopped
         self._release(new)
@@ -480,6 +486,8 @@ class Agent:
         out += [f"floating: {d}" for d in self._floating_drift(state, snap)]
         out += [f"nftables: {d}" for d in nft.drift(state, r.nft)]
         out += [f"dhcp: {d}" for d in r.dhcp.check(state.dhcp)]
+        if r.vpn is not None:
+            out += [f"vpn: {d}" for d in r.vpn.check(state.appliances)]
         return out
 
     def _port_drift(self, state: HostState) -> list[str]:
@@ -530,6 +538,14 @@ class Agent:
             for d in applied.dhcp
             if d.network_uuid not in running
         ]
+        if r.vpn is not None:
+            # a crashed or killed server is started again by the full sync; one that fails
+            # to start (no certificate here) is reported by `agent check`, not retried hot
+            problems += [
+                f"VPN appliance of project {a.project} is not running"
+                for a in applied.appliances
+                if a.port not in self._vpn_failed and not r.vpn.running(a)
+            ]
         if (applied.nat is not None or applied.vifs) and not r.nft.tables_present():
             problems.append("novanet nftables tables are missing")
         if applied.bridges:
@@ -591,7 +607,8 @@ def _summary(state: HostState) -> str:
     nat = state.nat
     return (
         f"{len(state.bridges)} bridges, {len(state.dhcp)} dhcp servers,"
-        f" {len(nat.floating) if nat else 0} floating IPs, {len(state.vifs)} VIF filters"
+        f" {len(nat.floating) if nat else 0} floating IPs, {len(state.vifs)} VIF filters,"
+        f" {len(state.appliances)} VPN appliances"
     )
 
 

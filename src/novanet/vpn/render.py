@@ -86,7 +86,7 @@ def server_config(
         "tls-version-min 1.2",
         f"server-bridge {spec.vpn_address} {spec.netmask} {spec.pool_start} {spec.pool_end}",
         f'push "route {net.network_address} {net.netmask} {spec.vpn_address} 1"',
-        "keepalive 5 30",
+        "keepalive 2 10",
         "persist-key",
         "persist-tun",
         "verb 3",

@@ -1,0 +1,262 @@
+"""The cloudpipe VPN end to end, with Debian's openvpn on both ends.
+
+VLAN mode on one host, two projects with two instances each (real DHCP leases). An
+"outside" namespace reaches only the host's public interface. The agent runs each
+project's VPN appliance; from outside, a stock `openvpn --config <project>.ovpn` (the
+file `novanet vpn client-config` prints, nothing else) joins the project's segment and
+reaches its instances on their fixed IPs, and nothing of the other project. A revoked
+user is refused; a `kill -9` of the server is repaired by the agent and the client comes
+back; `vpn list` probes the servers for real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from functools import partial
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hostlab import Lab, eventually
+from lab_extra_vlan import dhcp_lease, ipv4_of, parallel
+from nslab import Netns, World, sh
+
+PUBLIC_HOST = "203.0.113.1"
+OUTSIDE = "203.0.113.254"
+HOST = "vpnh1"
+PA1 = "a1111111-1111-4111-8111-1111111111a1"
+PA2 = "a2222222-2222-4222-8222-2222222222a2"
+PB1 = "b1111111-1111-4111-8111-1111111111b1"
+PB2 = "b2222222-2222-4222-8222-2222222222b2"
+POOL = 4  # cnt_vpn_clients
+
+pytestmark = pytest.mark.skipif(
+    not Path("/usr/sbin/openvpn").exists(), reason="openvpn is not installed (scripts/setup.sh installs it)"
+)
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
+def _server_pids(lab: Lab) -> dict[str, int]:
+    """namespace -> pid of the openvpn servers the agent of this lab started."""
+    out = {}
+    for pid_file in lab.root.glob("state-*/vpn/nnvpn-*/pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text().strip())
+            argv = _cmdline(pid)
+            if (
+                argv
+                and argv[0].endswith(b"openvpn")
+                and str(pid_file.parent / "server.conf").encode() in argv
+            ):
+                out[pid_file.parent.name] = pid
+    return out
+
+
+@pytest.fixture
+def appliances(lab: Lab) -> Iterator[None]:
+    """After the test: the servers our agent started are ended, their namespaces gone."""
+    yield
+    for pid in _server_pids(lab).values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for d in lab.root.glob("state-*/vpn/nnvpn-*"):
+        sh(["ip", "netns", "del", d.name], check=False)
+
+
+class Client:
+    """A stock openvpn client in ``ns`` with one .ovpn file, logging to a file."""
+
+    def __init__(self, lab: Lab, ns: Netns, config: Path) -> None:
+        self.log = lab.root / f"{config.stem}.log"
+        self.log.write_text("")
+        self.proc = ns.popen(
+            "openvpn", "--config", str(config), "--log", str(self.log), "--verb", "3",
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        lab.helpers.append(self.proc)
+        self.ns = ns
+
+    def connected(self, times: int = 1) -> bool:
+        return self.log.read_text().count("Initialization Sequence Completed") >= times
+
+    def address(self) -> str | None:
+        for dev in ("tap0", "tap1"):
+            got = ipv4_of(self.ns, dev) if self.ns.ok("ip", "link", "show", dev) else set()
+            if got:
+                return next(iter(got)).split("/")[0]
+        return None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def _allocate(lab: Lab, conf: Any, uuid: str, project: str) -> dict[str, Any]:
+    [vif] = lab.cli_json(conf, "instance", "allocate", uuid, "--project-id", project, "--host", HOST)
+    return vif  # type: ignore[no-any-return]
+
+
+def _address(vif: dict[str, Any]) -> str:
+    return vif["network"]["subnets"][0]["ips"][0]["address"]  # type: ignore[no-any-return]
+
+
+def _ping(ns: Netns, address: str) -> bool:
+    return ns.ok("ping", "-c", "1", "-W", "2", address)
+
+
+def _states(lab: Lab, conf: Path, ns: Netns) -> dict[str, str]:
+    rows = json.loads(lab.cli(conf, "vpn", "list", "--json", ns=ns))  # probed from ``ns``
+    return {r["project_id"]: r["state"] for r in rows}
+
+
+def test_cloudpipe_end_to_end(lab: Lab, world: World, appliances: None) -> None:
+    outside, host = world.ns("vpnout"), world.ns("vpnhost")
+    world.veth(host, "pub0", outside, "out0")
+    host.run("ip", "addr", "add", f"{PUBLIC_HOST}/24", "dev", "pub0")
+    outside.run("ip", "addr", "add", f"{OUTSIDE}/24", "dev", "out0")  # no other route: public only
+    conf = lab.config(
+        HOST, network_manager="vlan", public_interface="pub0", my_ip=PUBLIC_HOST, vpn_ip=PUBLIC_HOST,
+        host=HOST, network_host=HOST, metadata_host="", cnt_vpn_clients=POOL,
+    )  # fmt: skip
+    nets = lab.cli_json(
+        conf, "network", "create", "--label", "v", "--fixed-range-v4", "10.40.0.0/16",
+        "--num-networks", "2", "--network-size", "256",
+    )  # fmt: skip
+    agent = lab.start_agent(host, conf, HOST)
+    wanted = ((PA1, "pa"), (PA2, "pa"), (PB1, "pb"), (PB2, "pb"))
+    done = parallel(*(partial(_allocate, lab, conf, *w) for w in wanted))
+    vifs = dict(zip((w[0] for w in wanted), done, strict=True))
+    by_uuid = {n["uuid"]: n for n in nets}
+    net_a, net_b = by_uuid[vifs[PA1]["network"]["id"]], by_uuid[vifs[PB1]["network"]["id"]]
+    assert net_a is not net_b
+    vms = {u: world.ns(f"v{u[:2]}{u[-1]}") for u, _ in wanted}
+    eventually(
+        lambda: (
+            f"{net_a['gateway']}/24" in ipv4_of(host, net_a["bridge"])
+            and f"{net_b['gateway']}/24" in ipv4_of(host, net_b["bridge"])
+        ),
+        30,
+        what="gateways on both bridges",
+    )
+    parallel(
+        *(partial(lab.cli, conf, "vif", "plug", u, "--netns", vm.name, ns=host) for u, vm in vms.items())
+    )
+    for u, vm in vms.items():
+        lease = dhcp_lease(lab, vm)
+        assert lease is not None and lease["ip"] == _address(vifs[u]), (u, lease)
+    a1, a2, b1, b2 = (_address(vifs[u]) for u in (PA1, PA2, PB1, PB2))
+    listeners = {u: lab.listen(vms[u], 8080) for u in (PA1, PB1)}
+
+    # Before `vpn create` nothing answers on the VPN ports.
+    assert _states(lab, conf, outside) == {}
+    created = time.monotonic()
+    for project in ("pa", "pb"):
+        lab.cli(conf, "vpn", "create", "--project", project)
+    eventually(
+        lambda: _states(lab, conf, outside) == {"pa": "running", "pb": "running"}, 30, what="both VPNs up"
+    )
+    started_in = time.monotonic() - created
+    print(f"both appliances answering {started_in:.1f} s after vpn create")
+
+    ovpn = {}
+    for project, user in (("pa", "alice"), ("pb", "bob"), ("pa", "mallory")):
+        path = lab.root / f"{project}-{user}.ovpn"
+        lab.cli(conf, "vpn", "client-config", "--project", project, "--user", user, "--output", str(path))
+        ovpn[user] = path
+
+    # A's user: an address from A's client range, A's instances by ping and TCP.
+    pool_a = [IPv4Address(net_a["broadcast"]) - i for i in range(1, POOL + 1)]
+    alice = Client(lab, outside, ovpn["alice"])
+    t0 = time.monotonic()
+    eventually(alice.connected, 30, what="alice connected")
+    print(f"alice connected in {time.monotonic() - t0:.1f} s")
+    address = eventually(alice.address, 10, what="an address on the client's tap")
+    assert IPv4Address(address) in pool_a, address
+    assert eventually(lambda: _ping(outside, a1), 15, what=f"ping {a1} through the VPN")
+    assert _ping(outside, a2)
+    assert lab.connect(outside, a1, 8080)
+    assert listeners[PA1].read_text().split() == [address]  # no NAT: the client's own address
+    # Nothing of B, even routed at A's gateway on purpose: not B's instances nor B's gateway.
+    outside.run("ip", "route", "add", net_b["cidr"], "via", net_a["gateway"])
+    for target in (b1, b2, net_b["gateway"]):
+        assert not _ping(outside, target), target
+    assert not lab.connect(outside, b1, 8080, timeout=2)
+    assert listeners[PB1].read_text() == ""
+    outside.run("ip", "route", "del", net_b["cidr"])
+    alice.stop()
+
+    # B's user reaches B only.
+    bob = Client(lab, outside, ovpn["bob"])
+    eventually(bob.connected, 30, what="bob connected")
+    address_b = eventually(bob.address, 10, what="bob's address")
+    assert IPv4Address(address_b) in [IPv4Address(net_b["broadcast"]) - i for i in range(1, POOL + 1)]
+    assert eventually(lambda: _ping(outside, b1), 15, what=f"ping {b1} through B's VPN")
+    assert _ping(outside, b2)
+    assert lab.connect(outside, b1, 8080)
+    outside.run("ip", "route", "add", net_a["cidr"], "via", net_b["gateway"])
+    for target in (a1, a2, net_a["gateway"]):
+        assert not _ping(outside, target), target
+    outside.run("ip", "route", "del", net_a["cidr"])
+    bob.stop()
+
+    # Mallory connects, is revoked, and is refused at the next connection: no restart by hand.
+    mallory = Client(lab, outside, ovpn["mallory"])
+    eventually(mallory.connected, 30, what="mallory connected before revocation")
+    mallory.stop()
+    lab.cli(conf, "vpn", "revoke", "--project", "pa", "--user", "mallory")
+    mallory = Client(lab, outside, ovpn["mallory"])
+    time.sleep(10)
+    assert not mallory.connected(), mallory.log.read_text()[-2000:]
+    assert mallory.address() is None
+    mallory.stop()
+    [ns_a] = [
+        d.name
+        for d in lab.root.glob("state-*/vpn/nnvpn-*")
+        if "VPN of project pa\n" in (d / "server.conf").read_text()
+    ]
+    server_log = next(lab.root.glob(f"state-*/vpn/{ns_a}/log")).read_text()
+    assert "revoked" in server_log.lower(), server_log[-2000:]
+
+    # kill -9 of A's server: the agent starts it again and a connected client comes back.
+    alice = Client(lab, outside, ovpn["alice"])
+    eventually(alice.connected, 30, what="alice connected again")
+    old = _server_pids(lab)[ns_a]
+    os.kill(old, signal.SIGKILL)
+    t0 = time.monotonic()
+    new = eventually(lambda: _server_pids(lab).get(ns_a, old) != old and _server_pids(lab)[ns_a], 20,
+                     what="A's server restarted by the agent")  # fmt: skip
+    print(f"A's server restarted {time.monotonic() - t0:.1f} s after kill -9 (pid {old} -> {new})")
+    eventually(lambda: alice.connected(2), 60, what="alice reconnected by herself")
+    print(f"alice reconnected {time.monotonic() - t0:.1f} s after kill -9")
+    assert eventually(lambda: _ping(outside, a1), 15, what="A reachable again")
+    alice.stop()
+
+    # With the agent stopped, a killed server stays down, and `vpn list` says so.
+    lab.stop_agent(agent)
+    os.kill(_server_pids(lab)[ns_a], signal.SIGKILL)
+    eventually(lambda: ns_a not in _server_pids(lab), 10, what="server gone")
+    assert _states(lab, conf, outside) == {"pa": "down", "pb": "running"}
+    lab.start_agent(host, conf, HOST)
+    try:
+        eventually(
+            lambda: _states(lab, conf, outside) == {"pa": "running", "pb": "running"}, 30, what="A back"
+        )
+    finally:
+        print(lab.agent_log(HOST)[-3000:])
