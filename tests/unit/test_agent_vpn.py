@@ -152,3 +152,12 @@ def test_auto_start_off_runs_no_appliance() -> None:
         V.create(env.ctx, "pa")
         env.agent.step()
         assert env.vpn.dump() == [] and env.agent.check() == []
+
+
+def test_only_the_network_host_runs_the_appliance(env: Env) -> None:
+    _boot(env, "pa")
+    V.create(env.ctx, "pa")
+    here = env.agent.desired()
+    other = Agent(env.ctx, "compute9", env.agent.realizers).desired()
+    assert [a.project for a in here.appliances] == ["pa"]
+    assert other.appliances == ()
