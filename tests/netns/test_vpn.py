@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from hostlab import Lab, eventually
-from lab_extra_vlan import dhcp_lease, ipv4_of, parallel
+from lab_extra_vlan import dhcp_lease, ipv4_of, parallel, ports_of, set_elements
 from nslab import Netns, World, sh
 
 PUBLIC_HOST = "203.0.113.1"
@@ -174,6 +174,15 @@ def test_cloudpipe_end_to_end(lab: Lab, world: World, appliances: None) -> None:
     )
     started_in = time.monotonic() - created
     print(f"both appliances answering {started_in:.1f} s after vpn create")
+    # The appliance ports are known to the bridge filter and `agent check` finds no drift.
+    assert (
+        lab.cli(conf, "agent", "check", "--host", HOST, ns=host).strip()
+        == f"host {HOST} matches the database"
+    )
+    app_ports = {
+        p for p in ports_of(host, net_a["bridge"]) | ports_of(host, net_b["bridge"]) if p.startswith("nvpn")
+    }
+    assert len(app_ports) == 2 and set_elements(host, "appliance-ports", "bridge") == app_ports
 
     ovpn = {}
     for project, user in (("pa", "alice"), ("pb", "bob"), ("pa", "mallory")):
@@ -253,6 +262,8 @@ def test_cloudpipe_end_to_end(lab: Lab, world: World, appliances: None) -> None:
     os.kill(_server_pids(lab)[ns_a], signal.SIGKILL)
     eventually(lambda: ns_a not in _server_pids(lab), 10, what="server gone")
     assert _states(lab, conf, outside) == {"pa": "down", "pb": "running"}
+    drift = lab.cli(conf, "agent", "check", "--host", HOST, ns=host, check=False)
+    assert "vpn: appliance of project pa: openvpn is not running" in drift.splitlines(), drift
     lab.start_agent(host, conf, HOST)
     try:
         eventually(
