@@ -102,3 +102,20 @@ def test_unsafe_names_refused(tmp_path: Path, name: str) -> None:
 def test_ca_file_options_stay_inside(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="leaves"):
         certs.paths(_cfg(tmp_path, key_file="../../etc/key.pem"), "p1")
+
+
+def test_crl_is_signed_again_before_it_expires(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, vpn_crl_validity_days=10)
+    p = certs.paths(cfg, "p1")
+    ca = certs.ensure_ca(cfg, p, "p1")
+    client = certs.issue_client(cfg, p, "p1", "bob")
+    certs.write_crl(cfg, p, [(client.serial_number, dt.datetime(2026, 1, 1))])
+    first = certs.load_crl(p.crl)
+    assert not certs.refresh_crl(cfg, p)  # fresh
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=6)
+    assert certs.refresh_crl(cfg, p, now=later)
+    second = certs.load_crl(p.crl)
+    assert second.is_signature_valid(ca.public_key())
+    assert [r.serial_number for r in second] == [client.serial_number]
+    assert second.next_update_utc is not None and first.next_update_utc is not None
+    assert second.next_update_utc >= first.next_update_utc

@@ -162,6 +162,8 @@ class ApplianceManager:
                 raise InvalidInput(
                     f"{f} is missing: run `novanet vpn create --project {app.project}` on this host"
                 )
+        if certs.refresh_crl(self.cfg, p):
+            log.info("CRL %s signed again (same entries)", p.crl)
         d = self._dir(ns)
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._namespace(ns)

@@ -287,6 +287,21 @@ def write_crl(
     return crl
 
 
+def refresh_crl(cfg: Config, p: Paths, now: dt.datetime | None = None) -> bool:
+    """Sign the CRL again, with the same entries, once half its validity has passed (an
+    expired CRL makes OpenVPN refuse every client). False when it was fresh enough or
+    this host does not hold the CA key."""
+    if not p.ca_key.exists() or not p.crl.exists():
+        return False
+    crl = load_crl(p.crl)
+    t = now or dt.datetime.now(dt.UTC)
+    half = dt.timedelta(days=cfg.vpn_crl_validity_days) / 2
+    if crl.next_update_utc is not None and crl.next_update_utc - t > half:
+        return False
+    write_crl(cfg, p, [(r.serial_number, r.revocation_date_utc) for r in crl])
+    return True
+
+
 def is_valid(cert: x509.Certificate, now: dt.datetime | None = None) -> bool:
     """Within its validity period."""
     t = now or dt.datetime.now(dt.UTC)
