@@ -124,6 +124,11 @@ def test_appliance_follows_the_wanted_vpn(env: Env) -> None:
     env.agent.step()
     assert env.vpn.starts == starts + 1 and env.vpn.dump() == [app.port]
 
+    # the periodic resync keeps the running appliances up (their CRL signed in time)
+    env.tick(env.ctx.config.agent_resync_interval)
+    env.agent.step()
+    assert env.vpn.maintained == [app.port]
+
     # the network leaves this host: the appliance goes with it
     N.modify_network(env.ctx, "10.9.0.0/24", disassociate_host=True)
     env.agent.partial_sync()

@@ -592,6 +592,8 @@ class Agent:
             problems = self.probe()
             if not problems and now - self._last_resync >= self.ctx.config.agent_resync_interval:
                 self._last_resync = now
+                if self.realizers.vpn is not None and self.applied is not None:
+                    self.realizers.vpn.maintain(self.applied.appliances)
                 # a skipped row is reported, not repaired: a full sync cannot fix the database;
                 # an unknown port is dropped by the filter already, a sync cannot fix it either
                 drift = self.check(self.applied, self.snap)

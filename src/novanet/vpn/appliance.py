@@ -50,6 +50,10 @@ class Appliances(Protocol):
 
     def running(self, app: VpnAppliance) -> bool: ...
 
+    def maintain(self, wanted: Iterable[VpnAppliance]) -> None:
+        """Periodic upkeep of running appliances (the CRL signed again in time)."""
+        ...
+
     def check(self, wanted: Iterable[VpnAppliance]) -> list[str]: ...
 
 
@@ -232,6 +236,16 @@ class ApplianceManager:
             time.sleep(0.05)
         log.info("VPN appliance of project %s started in %s (pid %s)", app.project, ns, self._pid(ns))
 
+    def maintain(self, wanted: Iterable[VpnAppliance]) -> None:
+        from novanet.vpn import certs
+
+        for app in wanted:
+            try:
+                if certs.refresh_crl(self.cfg, certs.paths(self.cfg, app.project)):
+                    log.info("CRL of project %s signed again (same entries)", app.project)
+            except (NovanetError, OSError, ValueError) as exc:
+                log.error("CRL of project %s: %s", app.project, exc)
+
     def stop(self, ns: str) -> None:
         """Stop the server of ``ns`` and remove the namespace (with its veth pair)."""
         if not ns.startswith(PREFIX):
@@ -277,6 +291,7 @@ class FakeAppliances:
     up: dict[str, VpnAppliance] = field(default_factory=dict)  # port -> appliance
     broken: set[str] = field(default_factory=set)  # ports whose start fails
     starts: int = 0
+    maintained: list[str] = field(default_factory=list)
 
     def sync(self, wanted: Iterable[VpnAppliance]) -> dict[str, str]:
         want = {a.port: a for a in wanted}
@@ -294,6 +309,9 @@ class FakeAppliances:
 
     def running(self, app: VpnAppliance) -> bool:
         return self.up.get(app.port) == app
+
+    def maintain(self, wanted: Iterable[VpnAppliance]) -> None:
+        self.maintained = [a.port for a in wanted]
 
     def kill(self, port: str) -> None:
         self.up.pop(port, None)
