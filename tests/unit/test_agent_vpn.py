@@ -45,7 +45,7 @@ class Env:
         self.now[0] += seconds
 
 
-def _env(auto_start: bool = True) -> Iterator[Env]:
+def _env(auto_start: bool = True, multi_host: bool = False) -> Iterator[Env]:
     root = Path(tempfile.mkdtemp(prefix="novanet-vpn-"))
     root.chmod(0o755)
     url = f"sqlite:///{root}/novanet.sqlite"
@@ -66,7 +66,8 @@ def _env(auto_start: bool = True) -> Iterator[Env]:
         }
     )
     ctx = Ctx(engine, cfg)
-    N.create_networks(ctx, VLAN, N.NetworkRequest(label="v", fixed_range_v4="10.9.0.0/16", num_networks=2))
+    req = N.NetworkRequest(label="v", fixed_range_v4="10.9.0.0/16", num_networks=2, multi_host=multi_host)
+    N.create_networks(ctx, VLAN, req)
     links = FakeLinks()
     links.add_nic("pub0")
     nft = FakeNft()
@@ -166,3 +167,16 @@ def test_only_the_network_host_runs_the_appliance(env: Env) -> None:
     other = Agent(env.ctx, "compute9", env.agent.realizers).desired()
     assert [a.project for a in here.appliances] == ["pa"]
     assert other.appliances == ()
+
+
+def test_multi_host_the_vpn_ip_host_runs_it_routed_by_its_own_address() -> None:
+    for env in _env(multi_host=True):
+        other_cfg = replace(env.ctx.config, host="compute9", my_ip="203.0.113.9")
+        other = Agent(Ctx(env.ctx.engine, other_cfg), "compute9", env.agent.realizers)
+        for host in (HOST, "compute9"):
+            I.allocate_for_instance(env.ctx, VLAN, I.AllocateRequest(str(uuid.uuid4()), "pa", host))
+        V.create(env.ctx, "pa")
+        [app] = env.agent.desired().appliances  # vpn_ip here is the network's VPN address
+        assert other.desired().appliances == ()
+        mine = [a for a in env.agent.desired().bridges[0].addresses]
+        assert f"{app.gateway}/24" in mine and app.gateway != "10.9.0.1"

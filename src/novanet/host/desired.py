@@ -150,13 +150,16 @@ def appliance_port(host: str, network_uuid: str) -> str:
     return "nvpn" + hashlib.sha256(f"novanet-vpn/{host}/{network_uuid}".encode()).hexdigest()[:10]
 
 
-def _appliance(net: Network, snap: Snapshot, host: str, cfg: Config, vpn_here: bool) -> VpnAppliance | None:
+def _appliance(
+    net: Network, snap: Snapshot, host: str, cfg: Config, vpn_here: bool, gw: str
+) -> VpnAppliance | None:
     """The VPN appliance of ``net`` if this host runs it: the network host (single-host)
-    or the host whose vpn_ip is the network's VPN address (multi-host)."""
+    or the host whose vpn_ip is the network's VPN address (multi-host). Its default route
+    is ``gw``, this host's own address in the network (where the DNAT is undone)."""
     pool = snap.vpn_pools.get(net.id)
     if pool is None or not cfg.vpn_auto_start or net.vlan is None or not net.bridge:
         return None
-    if net.project_id is None or net.vpn_private_address is None or net.gateway is None:
+    if net.project_id is None or net.vpn_private_address is None:
         return None
     if (net.multi_host and not vpn_here) or (not net.multi_host and net.host != host):
         return None
@@ -164,7 +167,7 @@ def _appliance(net: Network, snap: Snapshot, host: str, cfg: Config, vpn_here: b
     mac = bridge_mac(host, "vpn-" + net.uuid)
     return VpnAppliance(
         net.uuid, net.project_id, net.bridge, port, mac, net.cidr, net.vpn_private_address,
-        net.gateway, pool[0], pool[1],
+        gw, pool[0], pool[1],
     )  # fmt: skip
 
 
@@ -255,7 +258,7 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
         # original did: `address == vpn_ip`); other gateways of a multi-host network don't.
         if vpn_here and net.vpn_public_address and net.vpn_public_port and net.vpn_private_address:
             vpn.append(VpnForward(net.vpn_public_address, net.vpn_public_port, net.vpn_private_address))
-        appliance = _appliance(net, snap, host, cfg, vpn_here)
+        appliance = _appliance(net, snap, host, cfg, vpn_here, gw)
         if appliance is not None:
             appliances.append(appliance)
 
