@@ -271,3 +271,47 @@ def test_cloudpipe_end_to_end(lab: Lab, world: World, appliances: None) -> None:
         )
     finally:
         print(lab.agent_log(HOST)[-3000:])
+
+
+def test_boot_bundle_serves_from_a_plain_namespace(lab: Lab, world: World) -> None:
+    """`vpn bundle` is all a VPN machine needs: unpacked in a namespace playing the VM and
+    started with its start.sh, it serves the same client config through a DNAT."""
+    vm, gw, client = world.ns("bvm"), world.ns("bgw"), world.ns("bcl")
+    world.veth(gw, "g0", vm, "eth0")
+    world.veth(gw, "g1", client, "c0")
+    gw.run("ip", "addr", "add", "10.50.0.1/24", "dev", "g0")
+    gw.run("ip", "addr", "add", "198.51.100.1/24", "dev", "g1")
+    gw.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+    client.run("ip", "addr", "add", "198.51.100.2/24", "dev", "c0")
+    conf = lab.config(
+        "bundle", network_manager="vlan", my_ip="198.51.100.1", vpn_ip="198.51.100.1", cnt_vpn_clients=POOL
+    )
+    lab.cli(conf, "network", "create", "--label", "b", "--fixed-range-v4", "10.50.0.0/24")
+    lab.cli(conf, "instance", "allocate", PA1, "--project-id", "pa", "--host", "h1")
+    lab.cli(conf, "vpn", "create", "--project", "pa")
+    bundle, ovpn = lab.root / "pa.tgz", lab.root / "pa-bundle.ovpn"
+    lab.cli(conf, "vpn", "bundle", "--project", "pa", "--output", str(bundle))
+    lab.cli(conf, "vpn", "client-config", "--project", "pa", "--user", "carol", "--output", str(ovpn))
+    assert "remote 198.51.100.1 1000" in ovpn.read_text().splitlines()
+    # the gateway of the "cloud" forwards the public port to the VM, as a host's DNAT does
+    gw.run("nft", "-f", "-", input=(
+        "table ip bgw {\n chain pre {\n  type nat hook prerouting priority -100;\n"
+        "  udp dport 1000 dnat to 10.50.0.2:1194\n }\n}\n"
+    ))  # fmt: skip
+    unpacked = lab.root / "vm"
+    unpacked.mkdir()
+    sh(["tar", "-xzf", str(bundle), "-C", str(unpacked)])
+    assert (unpacked / "cloudpipe" / "server.key").stat().st_mode & 0o777 == 0o600
+    server = vm.popen("sh", str(unpacked / "cloudpipe" / "start.sh"), stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)  # fmt: skip
+    lab.helpers.append(server)
+    try:
+        carol = Client(lab, client, ovpn)
+        eventually(carol.connected, 30, what="carol connected to the bundle's server")
+        address = eventually(carol.address, 10, what="carol's address")
+        assert IPv4Address(address) in [IPv4Address("10.50.0.255") - i for i in range(1, POOL + 1)]
+        assert eventually(lambda: _ping(client, "10.50.0.1"), 15, what="the VM's segment through the VPN")
+        carol.stop()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
