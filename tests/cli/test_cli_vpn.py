@@ -6,6 +6,7 @@ import io
 import re
 import stat
 import tarfile
+import time
 import uuid as uuidlib
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,20 @@ def test_network_without_client_range_refused(make_cli: Any, tmp_path: Path) -> 
     cli.ok("instance", "allocate", str(uuidlib.uuid4()), "--project-id", "pa", "--host", "h1")
     cli.refused("vpn", "create", "--project", "pa", code=INVALID, match="cnt_vpn_clients")
     assert not (tmp_path / "s" / "CA").exists()
+
+
+def test_vpn_address_held_by_an_instance_refused(vcli: Any) -> None:
+    vcli.ok("instance", "allocate", str(uuidlib.uuid4()), "--project-id", "pa", "--host", "h1", "--vpn")
+    vcli.refused("vpn", "create", "--project", "pa", code=4, match="held by instance")
+
+
+def test_expired_server_certificate_is_invalid(make_cli: Any, tmp_path: Path) -> None:
+    cli = make_cli(
+        "vlan",
+        f"state_path={tmp_path / 's'}\ncnt_vpn_clients=2\nvpn_ip=127.0.0.1\nvpn_cert_validity_days=0\n",
+    )
+    cli.ok("network", "create", "--label", "v", "--fixed-range-v4", "10.32.0.0/24")
+    cli.ok("instance", "allocate", str(uuidlib.uuid4()), "--project-id", "pa", "--host", "h1")
+    cli.ok("vpn", "create", "--project", "pa")
+    time.sleep(1.1)  # valid until the second it was made
+    assert [r["state"] for r in cli.json("vpn", "list")] == ["invalid"]

@@ -155,6 +155,16 @@ def create(ctx: Ctx, project: str) -> dict[str, Any]:
             )
         if net.vpn_private_address is None:
             raise InvalidInput(f"network {net.cidr} has no VPN address")
+        holder = conn.execute(
+            sa.select(fixed_ips.c.instance_uuid).where(
+                fixed_ips.c.address == net.vpn_private_address, fixed_ips.c.instance_uuid.is_not(None)
+            )
+        ).first()
+        if holder is not None:
+            raise Conflict(
+                f"the VPN address {net.vpn_private_address} is held by instance {holder.instance_uuid}"
+                " (a cloudpipe instance allocated with --vpn); deallocate it first"
+            )
         return net
 
     run(ctx, check, write=False)
