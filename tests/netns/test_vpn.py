@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from hostlab import Lab, eventually
-from lab_extra_vlan import dhcp_lease, ipv4_of, parallel, ports_of, set_elements
+from lab_extra_vlan import counter_packets, dhcp_lease, ipv4_of, parallel, ports_of, set_elements
 from nslab import Netns, World, sh
 
 PUBLIC_HOST = "203.0.113.1"
@@ -47,6 +47,15 @@ def _cmdline(pid: int) -> list[bytes]:
         return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return []
+
+
+def _run_ok(argv: list[str]) -> bool:
+    return subprocess.run(argv, capture_output=True, timeout=30, check=False).returncode == 0
+
+
+def _project_of(lab: Lab, namespace: str) -> str:
+    conf = next(lab.root.glob(f"state-*/vpn/{namespace}/server.conf")).read_text()
+    return conf.splitlines()[0].rsplit(" ", 1)[-1]
 
 
 def _server_pids(lab: Lab) -> dict[str, int]:
@@ -211,6 +220,23 @@ def test_cloudpipe_end_to_end(lab: Lab, world: World, appliances: None) -> None:
     outside.run("ip", "route", "del", net_b["cidr"])
     alice.stop()
 
+    # The appliance's port carries its own address and the clients' range, nothing else:
+    # inside A's appliance (entered through its server's pid), a source outside those is
+    # dropped by the bridge filter and counted, its own address passes.
+    [(ns_a, pid_a)] = [(n, p) for n, p in _server_pids(lab).items() if _project_of(lab, n) == "pa"]
+    inside = ["nsenter", "-t", str(pid_a), "-n"]
+    stray = str(IPv4Address(net_a["gateway"]) + 76)  # in A's subnet, not the appliance's
+    sh([*inside, "ip", "addr", "add", f"{stray}/24", "dev", "br0"])
+    arp, ip = (counter_packets(host, c, "bridge") for c in ("drop-arp-spoof", "drop-ip-spoof"))
+    assert not _run_ok([*inside, "arping", "-c", "2", "-w", "2", "-s", stray, "-I", "br0", a1])
+    assert counter_packets(host, "drop-arp-spoof", "bridge") > arp
+    # with a1's MAC known, the IPv4 packets themselves are sent, and dropped
+    sh([*inside, "ip", "neigh", "replace", a1, "lladdr", vifs[PA1]["address"], "dev", "br0"])
+    assert not _run_ok([*inside, "ping", "-c", "2", "-i", "0.3", "-W", "1", "-I", stray, a1])
+    assert counter_packets(host, "drop-ip-spoof", "bridge") >= ip + 2
+    sh([*inside, "ip", "addr", "del", f"{stray}/24", "dev", "br0"])
+    assert _run_ok([*inside, "ping", "-c", "1", "-W", "2", a1])  # from vpn_private_address
+
     # B's user reaches B only.
     bob = Client(lab, outside, ovpn["bob"])
     eventually(bob.connected, 30, what="bob connected")
@@ -235,11 +261,6 @@ def test_cloudpipe_end_to_end(lab: Lab, world: World, appliances: None) -> None:
     assert not mallory.connected(), mallory.log.read_text()[-2000:]
     assert mallory.address() is None
     mallory.stop()
-    [ns_a] = [
-        d.name
-        for d in lab.root.glob("state-*/vpn/nnvpn-*")
-        if "VPN of project pa\n" in (d / "server.conf").read_text()
-    ]
     server_log = next(lab.root.glob(f"state-*/vpn/{ns_a}/log")).read_text()
     assert "revoked" in server_log.lower(), server_log[-2000:]
 

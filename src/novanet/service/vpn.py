@@ -330,7 +330,7 @@ def revoke(ctx: Ctx, project: str, user: str) -> int:
     p = _paths(ctx, project)
     ca = _ca_name(ctx, project)
 
-    def tx(conn: Connection) -> tuple[int, list[tuple[int, dt.datetime]]]:
+    def tx(conn: Connection) -> int:
         _vlan_network(conn, project)
         live = (
             conn.execute(
@@ -349,9 +349,9 @@ def revoke(ctx: Ctx, project: str, user: str) -> int:
         if p.ca_key.exists():
             # Signed inside the transaction: were it to fail, nothing is marked revoked.
             certs.write_crl(ctx.config, p, _revoked(conn, ca))
-        return len(live), []
+        return len(live)
 
-    count, _ = run(ctx, tx)
+    count = run(ctx, tx)
     for f in (p.client_cert(user), p.client_key(user)):
         f.unlink(missing_ok=True)
     return count

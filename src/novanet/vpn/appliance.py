@@ -123,13 +123,8 @@ class ApplianceManager:
             except (NovanetError, OSError, ValueError) as exc:
                 errors[app.port] = str(exc)
                 log.error("VPN appliance of project %s (%s): %s", app.project, ns, exc)
-        try:
-            present = self._namespaces()
-        except NovanetError as exc:
-            log.error("listing VPN namespaces: %s", exc)
-            return errors
         ours = {p.name for p in self.run_dir.glob(PREFIX + "*")} if self.run_dir.is_dir() else set()
-        for ns in sorted((present | ours) & ours - set(want)):
+        for ns in sorted(ours - set(want)):  # only what has our run directory
             self.stop(ns)
         return errors
 
@@ -171,6 +166,9 @@ class ApplianceManager:
         d = self._dir(ns)
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._namespace(ns)
+        # no IPv6 chatter (link-local, router solicitations) for the bridge filter to drop
+        _run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+              "net.ipv6.conf.default.disable_ipv6=1"])  # fmt: skip
         if self._link(INNER, ns) is None:
             # a port left by a namespace that died (its deletion is asynchronous) goes first
             subprocess.run(["ip", "link", "del", app.port], capture_output=True, check=False)
