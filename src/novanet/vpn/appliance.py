@@ -264,6 +264,9 @@ class ApplianceManager:
         log.info("VPN appliance %s stopped", ns)
 
     def check(self, wanted: Iterable[VpnAppliance]) -> list[str]:
+        wanted = list(wanted)
+        if not wanted:
+            return []
         out = []
         try:
             present = self._namespaces()
