@@ -74,10 +74,28 @@ def _server_pids(lab: Lab) -> dict[str, int]:
     return out
 
 
+def _sweep_leftovers() -> None:
+    """Servers of an earlier, killed run of this test: their lab directory is gone."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        argv = _cmdline(int(proc.name))
+        if not argv or not argv[0].endswith(b"openvpn") or b"--config" not in argv:
+            continue
+        conf = Path(argv[argv.index(b"--config") + 1].decode(errors="replace"))
+        if conf.match("/tmp/novanet-lab-*/state-*/vpn/nnvpn-*/server.conf") and not conf.parents[3].exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+            sh(["ip", "netns", "del", conf.parent.name], check=False)
+
+
 @pytest.fixture
 def appliances(lab: Lab) -> Iterator[None]:
     """After the test: the servers our agent started are ended, their namespaces gone."""
+    _sweep_leftovers()
     yield
+    for proc in lab.agents:  # first, or an agent would start a killed server again
+        lab.stop_agent(proc)
     for pid in _server_pids(lab).values():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
