@@ -57,10 +57,10 @@ from novanet.agent import snapshot
 from novanet.db.engine import create_engine
 from novanet.db.migrate import sync
 from novanet.domain.modes import FLATDHCP
-from novanet.host import nft_render
 from novanet.host.desired import SnapFloating, desired_state
 from novanet.host.model import Bridge, FloatingNat, HostState, NatState, VifFilter
-from novanet.host.nft import RealNft, delta, full_sync
+from novanet.host.nft import render as nft_render
+from novanet.host.nft.realizer import RealNft, delta, full_sync
 from novanet.service import floating as F
 from novanet.service import instances as I
 from novanet.service import networks as N
@@ -229,7 +229,7 @@ HELPER = textwrap.dedent(
             print(json.dumps({"present": present(cmd["addr"])}), flush=True)
         elif cmd["op"] == "addresses":  # what the agent's bind_addresses lists on each sync
             import time
-            from novanet.host.netlink_pyroute import PyrouteLinks
+            from novanet.host.netlink.pyroute import PyrouteLinks
             links = PyrouteLinks()
             t = time.perf_counter()
             n = len(links.addresses(cmd["iface"]))

@@ -28,7 +28,7 @@ from novanet import config as C
 from novanet.db.engine import create_engine
 from novanet.db.migrate import ensure_schema
 from novanet.domain.modes import FLATDHCP
-from novanet.host.dnsmasq_process import is_our_dnsmasq, read_pid
+from novanet.host.dnsmasq.process import is_our_dnsmasq, read_pid
 from novanet.host.model import DhcpHost, DhcpServer
 from novanet.service import fixed as X
 from novanet.service import instances as I
@@ -43,7 +43,7 @@ PY = sys.executable
 # Runs in the host namespace: one manager operation per call, JSON in and out.
 DRIVER = r"""
 import dataclasses, json, sys
-from novanet.host.dnsmasq import DnsmasqManager, DnsmasqOptions, SubprocessRunner
+from novanet.host.dnsmasq.realizer import DnsmasqManager, DnsmasqOptions, SubprocessRunner
 from novanet.host.model import DhcpHost, DhcpServer
 
 req = json.load(sys.stdin)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from novanet.host.model import Bridge, Segment
-from novanet.host.netlink import (
+from novanet.host.netlink.realizer import (
     KernelFeatureMissing,
     PyrouteLinks,
     bind_addresses,
@@ -163,13 +163,18 @@ def test_floating_addresses_forwarding_and_gratuitous_arp(world: World) -> None:
 
     root_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     assert (
-        python_in(h, "from novanet.host.netlink import enable_forwarding; print(enable_forwarding())")
+        python_in(
+            h, "from novanet.host.netlink.realizer import enable_forwarding; print(enable_forwarding())"
+        )
         == "True\n"
     )
     assert h.run("cat", "/proc/sys/net/ipv4/ip_forward").strip() == "1"
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == root_forward
 
-    python_in(h, "from novanet.host.netlink import gratuitous_arp; gratuitous_arp('pub0', '203.0.113.5', 2)")
+    python_in(
+        h,
+        "from novanet.host.netlink.realizer import gratuitous_arp; gratuitous_arp('pub0', '203.0.113.5', 2)",
+    )
     mac = link(h, "pub0")["address"]
     neigh = ip_json(out, "neigh", "show", "203.0.113.5", "dev", "ext0")
     assert [n.get("lladdr") for n in neigh] == [mac]

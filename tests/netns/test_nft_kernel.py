@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from novanet.host.model import Bridge, FloatingNat, HostState, NatState, VifFilter, VpnForward
-from novanet.host.nft import NftError, RealNft, delta, drift, full_sync
+from novanet.host.nft.realizer import NftError, RealNft, delta, drift, full_sync
 
 if TYPE_CHECKING:  # the fixture's types; conftest is not importable as a module
     from nslab import Netns, World

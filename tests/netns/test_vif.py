@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from novanet.host.model import Bridge
-from novanet.host.netlink import PyrouteLinks, ensure_bridges
+from novanet.host.netlink.realizer import PyrouteLinks, ensure_bridges
 from novanet.host.vif import plug_netns, plug_tap, unplug
 
 if TYPE_CHECKING:  # the fixture's types; conftest is not importable as a module

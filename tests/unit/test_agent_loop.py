@@ -35,9 +35,9 @@ from novanet.db.engine import create_engine
 from novanet.db.migrate import ensure_schema
 from novanet.db.schema import changes
 from novanet.domain.modes import FLATDHCP
-from novanet.host.dnsmasq import DnsmasqManager, FakeRunner
-from novanet.host.netlink import FakeLinks, LinkError
-from novanet.host.nft import FakeNft, NftError
+from novanet.host.dnsmasq.realizer import DnsmasqManager, FakeRunner
+from novanet.host.netlink.realizer import FakeLinks, LinkError
+from novanet.host.nft.realizer import FakeNft, NftError
 from novanet.service import fixed as X
 from novanet.service import floating as F
 from novanet.service import instances as I

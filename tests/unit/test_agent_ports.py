@@ -6,7 +6,7 @@ from __future__ import annotations
 from test_agent_loop import Env, env, is_full, synced  # noqa: F401  (env is a fixture)
 
 from novanet.agent.loop import PROBE_INTERVAL
-from novanet.host.nft import drift
+from novanet.host.nft.realizer import drift
 from novanet.service import instances as I
 
 

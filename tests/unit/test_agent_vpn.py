@@ -20,10 +20,10 @@ from novanet.agent.ports import unknown_ports
 from novanet.db.engine import create_engine
 from novanet.db.migrate import ensure_schema
 from novanet.domain.modes import VLAN
-from novanet.host.dnsmasq import DnsmasqManager, FakeRunner
-from novanet.host.netlink import FakeLinks
-from novanet.host.netlink_base import Link
-from novanet.host.nft import FakeNft
+from novanet.host.dnsmasq.realizer import DnsmasqManager, FakeRunner
+from novanet.host.netlink.base import Link
+from novanet.host.netlink.realizer import FakeLinks
+from novanet.host.nft.realizer import FakeNft
 from novanet.service import instances as I
 from novanet.service import networks as N
 from novanet.service import vpn as V

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from novanet.domain.errors import InvalidInput
-from novanet.host.dnsmasq import (
+from novanet.host.dnsmasq.realizer import (
     DnsmasqManager,
     DnsmasqOptions,
     FakeRunner,

@@ -11,7 +11,8 @@ import pytest
 
 from novanet.domain.errors import InvalidInput
 from novanet.host.model import Bridge, Segment
-from novanet.host.netlink import (
+from novanet.host.netlink.fake import ALL_FEATURES
+from novanet.host.netlink.realizer import (
     FakeLinks,
     KernelFeatureMissing,
     LinkError,
@@ -26,7 +27,6 @@ from novanet.host.netlink import (
     remove_bridges,
     unbind_addresses,
 )
-from novanet.host.netlink_fake import ALL_FEATURES
 from novanet.host.vif import libvirt_xml, plug_netns, plug_tap, unplug
 
 VX = Segment(

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from novanet.domain.errors import InvalidInput
 from novanet.host.model import Bridge, FloatingNat, HostState, NatState, VifFilter, VpnForward
-from novanet.host.nft import FakeNft, NftError, RealNft, delta, drift, full_sync
-from novanet.host.nft_backend import error_line
+from novanet.host.nft.backend import error_line
+from novanet.host.nft.realizer import FakeNft, NftError, RealNft, delta, drift, full_sync
 
 PUB = "eth0"
 RSIP = "203.0.113.1"

@@ -18,7 +18,7 @@ import pytest
 
 from novanet.domain.errors import InvalidInput
 from novanet.host.model import Bridge, HostState, NatState, Segment, VifFilter, VpnAppliance, VxlanGuard
-from novanet.host.nft import FakeNft, delta, drift, full_sync
+from novanet.host.nft.realizer import FakeNft, delta, drift, full_sync
 
 GOLDEN = Path(__file__).parent / "golden" / "nft_isolation.json"
 

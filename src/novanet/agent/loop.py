@@ -29,11 +29,13 @@ from novanet.agent import ports
 from novanet.agent import snapshot as snapmod
 from novanet.agent.metrics import Metrics
 from novanet.domain.errors import NovanetError
-from novanet.host import netlink, nft, screen
+from novanet.host import screen
 from novanet.host.desired import SnapFloating, Snapshot, desired_state
-from novanet.host.dnsmasq import DnsmasqManager
+from novanet.host.dnsmasq.realizer import DnsmasqManager
 from novanet.host.model import FloatingNat, HostState
-from novanet.host.netlink_base import LinkBackend
+from novanet.host.netlink import realizer as netlink
+from novanet.host.netlink.base import LinkBackend
+from novanet.host.nft import realizer as nft
 from novanet.host.owned import OwnedBridges, as_built, merged
 from novanet.service import fixed as fixedsvc
 from novanet.service.context import Ctx, run
@@ -163,7 +165,7 @@ class Agent:
             snap, newest, recent = self._read_full()
             state = self._with_foreign(desired_state(snap, self.host, self.ctx.config))
             self._released.clear()
-            self._realize(None, state, snap)
+            state = self._realize(None, state, snap)
         except Exception:
             self.metrics.sync_failures.labels("full").inc()
             raise
@@ -216,7 +218,7 @@ class Agent:
                     state = replace(state, foreign_ports=applied.foreign_ports)
                 else:  # a bridge that stops being ours (a NIC's) has foreign ports now
                     state = self._with_foreign(state)
-                self._realize(applied, state, new_snap)
+                state = self._realize(applied, state, new_snap)
         except Exception:
             self.metrics.sync_failures.labels("partial").inc()
             self.needs_full = True
@@ -276,7 +278,9 @@ class Agent:
         )
         return replace(applied, nat=replace(nat, floating=floating))
 
-    def _realize(self, old: HostState | None, new: HostState, snap: Snapshot) -> None:
+    def _realize(self, old: HostState | None, new: HostState, snap: Snapshot) -> HostState:
+        """Make the host carry ``new``; returns what was applied (``new``, with the
+        ports of other bridges read again when a teardown changed them)."""
         r = self.realizers
         if any(b.addresses for b in new.bridges):
             r.forwarding()
@@ -305,7 +309,13 @@ class Agent:
             self._vpn_failed = r.vpn.sync(new.appliances)
         if bridges_changed:
             self._teardown(new)  # after dnsmasq of a network that left was stopped
+            # a torn-down bridge frees its ports: they are nobody's foreign ports now
+            fresh = self._with_foreign(new)
+            if fresh.foreign_ports != new.foreign_ports:
+                r.nft.apply(nft.delta(new, fresh))
+                new = fresh
         self._release(new)
+        return new
 
     def _with_foreign(self, state: HostState) -> HostState:
         """``state`` with the ports of other bridges of this namespace, exempt from the

@@ -17,12 +17,12 @@ from novanet.agent.metrics import Metrics
 from novanet.agent.private import write_private
 from novanet.agent.snapshot import register_host
 from novanet.domain import names
-from novanet.host import netlink
-from novanet.host.dnsmasq import DnsmasqManager
-from novanet.host.dnsmasq_config import DnsmasqOptions
-from novanet.host.dnsmasq_process import SubprocessRunner
-from novanet.host.netlink_pyroute import PyrouteLinks
-from novanet.host.nft_backend import RealNft
+from novanet.host.dnsmasq.config import DnsmasqOptions
+from novanet.host.dnsmasq.process import SubprocessRunner
+from novanet.host.dnsmasq.realizer import DnsmasqManager
+from novanet.host.netlink import realizer as netlink
+from novanet.host.netlink.pyroute import PyrouteLinks
+from novanet.host.nft.backend import RealNft
 from novanet.host.owned import OwnedBridges
 from novanet.service.context import CHANNEL, Ctx
 from novanet.vpn.appliance import ApplianceManager

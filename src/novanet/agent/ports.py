@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from novanet.host.model import HostState
-from novanet.host.netlink_base import Link
+from novanet.host.netlink.base import Link
 
 
 def foreign_ports(links: Iterable[Link], ours: Iterable[str]) -> tuple[str, ...]:

@@ -17,7 +17,10 @@ from typing import Annotated, Any
 
 import typer
 
-from novanet.cli import admin, agent, api, fixed, floating, instances, networks, services, tokens, vif, vpn
+from novanet.cli import vpn
+from novanet.cli.compute import vif
+from novanet.cli.network import fixed, floating, instances, networks
+from novanet.cli.ops import admin, agent, api, services, tokens
 from novanet.cli.options import hide_aliases, option
 from novanet.cli.state import State, state
 from novanet.domain.errors import NovanetError

@@ -15,8 +15,8 @@ from typing import Any
 
 from novanet.domain.mac import normalize_mac
 from novanet.domain.names import interface_name
-from novanet.host.netlink_base import LinkBackend, LinkError, ObjectNotFound, existing, undo_steps
-from novanet.host.netlink_pyroute import PyrouteLinks, netns_name
+from novanet.host.netlink.base import LinkBackend, LinkError, ObjectNotFound, existing, undo_steps
+from novanet.host.netlink.pyroute import PyrouteLinks, netns_name
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from novanet.domain.errors import InvalidInput
 
-SERVER_PORT = 1194  # the DNAT of vpn_public_port leads here (host/nft_render.py)
+SERVER_PORT = 1194  # the DNAT of vpn_public_port leads here (host/nft/render.py)
 CIPHERS = "AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305"
 
 

@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Protocol
 
-from novanet.host.nft_spec import FAMILIES, TABLE, Json
+from novanet.host.nft.spec import FAMILIES, TABLE, Json
 
 _NETNS = re.compile(r"^[A-Za-z0-9_.\-]{1,255}$")
 OUR_TABLES: tuple[tuple[str, str], ...] = tuple((family, TABLE) for family in FAMILIES)

@@ -1,6 +1,6 @@
 """What one dnsmasq is told, as pure data: its argument list and the files it reads.
 
-Nothing here touches the disk or a process; ``novanet.host.dnsmasq`` writes these files
+Nothing here touches the disk or a process; ``novanet.host.dnsmasq.realizer`` writes these files
 and runs dnsmasq. Facts about dnsmasq 2.90 this relies on (checked against its manual
 and by the netns tests):
 

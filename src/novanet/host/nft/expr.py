@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from novanet.host.nft_spec import Json
+from novanet.host.nft.spec import Json
 
 
 def payload(protocol: str, fld: str) -> Json:

@@ -18,7 +18,7 @@ from pathlib import Path
 from novanet.domain.errors import InvalidInput
 from novanet.domain.names import interface_name
 from novanet.host.model import Bridge, Segment
-from novanet.host.netlink_base import (
+from novanet.host.netlink.base import (
     Address,
     KernelFeatureMissing,
     Link,
@@ -34,15 +34,15 @@ from novanet.host.netlink_base import (
     subnet_of,
     undo_steps,
 )
-from novanet.host.netlink_drift import (
+from novanet.host.netlink.drift import (
     SEGMENT_KINDS,
     check_bridge_names,
     drift,
     segment_mismatch,
     subnet_in_order,
 )
-from novanet.host.netlink_fake import FakeLinks
-from novanet.host.netlink_pyroute import PyrouteLinks
+from novanet.host.netlink.fake import FakeLinks
+from novanet.host.netlink.pyroute import PyrouteLinks
 
 __all__ = [
     "Address",

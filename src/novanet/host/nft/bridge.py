@@ -15,10 +15,10 @@ import sys
 
 from novanet.domain.errors import InvalidInput
 from novanet.host.model import HostState
-from novanet.host.nft_check import ifname as _ifname
-from novanet.host.nft_check import ipv4 as _ipv4
-from novanet.host.nft_check import mac as _mac
-from novanet.host.nft_expr import (
+from novanet.host.nft.check import ifname as _ifname
+from novanet.host.nft.check import ipv4 as _ipv4
+from novanet.host.nft.check import mac as _mac
+from novanet.host.nft.expr import (
     ACCEPT,
     DADDR,
     SADDR,
@@ -31,7 +31,7 @@ from novanet.host.nft_expr import (
     raw,
     set_mark,
 )
-from novanet.host.nft_spec import (
+from novanet.host.nft.spec import (
     Chain,
     Json,
     Prefix,

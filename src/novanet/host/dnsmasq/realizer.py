@@ -28,7 +28,7 @@ from pathlib import Path
 from novanet.domain import names
 from novanet.domain.errors import InvalidInput, NovanetError
 from novanet.domain.mac import normalize_mac
-from novanet.host.dnsmasq_config import (
+from novanet.host.dnsmasq.config import (
     PID_FILE,
     DnsmasqOptions,
     NetworkPaths,
@@ -40,7 +40,7 @@ from novanet.host.dnsmasq_config import (
     opts_file,
     validate,
 )
-from novanet.host.dnsmasq_process import (
+from novanet.host.dnsmasq.process import (
     DnsmasqError,
     FakeRunner,
     ProcessRunner,

@@ -17,9 +17,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from novanet.host.nft_backend import OUR_TABLES, NftError
-from novanet.host.nft_fake_values import Canon, canonical, interval_json, normal
-from novanet.host.nft_spec import Json
+from novanet.host.nft.backend import OUR_TABLES, NftError
+from novanet.host.nft.fake_values import Canon, canonical, interval_json, normal
+from novanet.host.nft.spec import Json
 
 ENOENT = "Could not process rule: No such file or directory"
 EEXIST = "Could not process rule: File exists"

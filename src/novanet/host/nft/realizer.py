@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from novanet.host.model import HostState
-from novanet.host.nft_backend import NftBackend, NftError, RealNft
-from novanet.host.nft_bridge import DROP_COUNTERS
-from novanet.host.nft_fake import FakeNft
-from novanet.host.nft_render import IP_COUNTERS, build, delta, full_sync
-from novanet.host.nft_spec import TABLE, Json, SetSpec, Value, element_json, value_from_json, value_text
+from novanet.host.nft.backend import NftBackend, NftError, RealNft
+from novanet.host.nft.bridge import DROP_COUNTERS
+from novanet.host.nft.fake import FakeNft
+from novanet.host.nft.render import IP_COUNTERS, build, delta, full_sync
+from novanet.host.nft.spec import TABLE, Json, SetSpec, Value, element_json, value_from_json, value_text
 
 __all__ = [
     "DROP_COUNTERS",

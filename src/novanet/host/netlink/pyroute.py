@@ -24,7 +24,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from novanet.domain.names import interface_name
-from novanet.host.netlink_base import (
+from novanet.host.netlink.base import (
     ZERO_MAC,
     Address,
     KernelFeatureMissing,

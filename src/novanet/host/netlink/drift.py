@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from novanet.domain.names import interface_name
 from novanet.host.model import Bridge, Segment
-from novanet.host.netlink_base import Address, Link, LinkBackend, LinkError, canonical_cidr, subnet_of
+from novanet.host.netlink.base import Address, Link, LinkBackend, LinkError, canonical_cidr, subnet_of
 
 SEGMENT_KINDS = {"vxlan": "vxlan", "vlan": "vlan"}  # segment kind -> rtnetlink kind
 

@@ -22,7 +22,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
 from novanet.domain.names import interface_name
-from novanet.host.netlink_base import (
+from novanet.host.netlink.base import (
     Address,
     KernelFeatureMissing,
     Link,

@@ -27,12 +27,12 @@ from __future__ import annotations
 import functools
 
 from novanet.host.model import HostState, NatState, VxlanGuard
-from novanet.host.nft_bridge import BRIDGE_SETS, DROP_COUNTERS, bridge_chains, vif_elements
-from novanet.host.nft_check import cidrs as _cidrs
-from novanet.host.nft_check import ifname as _ifname
-from novanet.host.nft_check import ipv4 as _ipv4
-from novanet.host.nft_check import port as _port
-from novanet.host.nft_expr import (
+from novanet.host.nft.bridge import BRIDGE_SETS, DROP_COUNTERS, bridge_chains, vif_elements
+from novanet.host.nft.check import cidrs as _cidrs
+from novanet.host.nft.check import ifname as _ifname
+from novanet.host.nft.check import ipv4 as _ipv4
+from novanet.host.nft.check import port as _port
+from novanet.host.nft.expr import (
     ACCEPT,
     DADDR,
     SADDR,
@@ -48,7 +48,7 @@ from novanet.host.nft_expr import (
     ne,
     payload,
 )
-from novanet.host.nft_spec import (
+from novanet.host.nft.spec import (
     Chain,
     Elements,
     Json,

@@ -8,8 +8,8 @@ import re
 import socket
 from typing import Any
 
-from novanet.host.nft_backend import NftError
-from novanet.host.nft_spec import Json
+from novanet.host.nft.backend import NftError
+from novanet.host.nft.spec import Json
 
 Canon = Any  # hashable canonical form of an element key
 

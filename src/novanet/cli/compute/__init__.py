@@ -1,0 +1,1 @@
+"""CLI commands compute hosts call: vif plug/unplug (and guest-side helpers)."""

@@ -1,0 +1,1 @@
+"""CLI commands for networks and addresses: network, fixed, floating, instance."""

@@ -1,0 +1,1 @@
+"""CLI commands for operating the service: agent, api/serve, services, tokens, db/admin."""
