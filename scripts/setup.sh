@@ -20,6 +20,8 @@ APT_PACKAGES=(
     # injection (debugfs, sfdisk, genisoimage/isoinfo) and the sandbox's qemu guests
     # (their kernel and busybox-static are fetched with `apt-get download`, not installed)
     e2fsprogs fdisk genisoimage qemu-system-x86 cpio kmod gzip findutils
+    # cloudpipe VPN (server appliance and the netns proof's client)
+    openvpn
 )
 
 # --- system packages --------------------------------------------------------

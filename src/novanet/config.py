@@ -61,6 +61,17 @@ class Config:
     vpn_ip: str = ""  # empty: my_ip
     vpn_start: int = 1000
     cnt_vpn_clients: int = 0
+    # cloudpipe certificates (the original's crypto options)
+    use_project_ca: bool = False
+    ca_path: str = ""  # empty: $state_path/CA
+    keys_path: str = ""  # empty: $ca_path/keys
+    ca_file: str = "cacert.pem"
+    key_file: str = "private/cakey.pem"
+    crl_file: str = "crl.pem"
+    vpn_ca_validity_days: int = 3650
+    vpn_cert_validity_days: int = 365
+    vpn_crl_validity_days: int = 30
+    vpn_auto_start: bool = True  # the agent runs each served project's VPN appliance
     fixed_range: str = ""
     fixed_ip_disassociate_timeout: int = 600
     create_unique_mac_address_attempts: int = 5
@@ -118,6 +129,14 @@ class Config:
     @property
     def effective_vpn_ip(self) -> str:
         return self.vpn_ip or self.my_ip
+
+    @property
+    def effective_ca_path(self) -> str:
+        return self.ca_path or str(Path(self.state_path) / "CA")
+
+    @property
+    def effective_keys_path(self) -> str:
+        return self.keys_path or str(Path(self.effective_ca_path) / "keys")
 
     @property
     def effective_routing_source_ip(self) -> str:

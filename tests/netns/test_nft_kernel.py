@@ -341,7 +341,7 @@ def test_full_sync_delta_idempotence_and_drift(pinned: Callable[[str], Netns]) -
     host.run("nft", "add", "rule", "ip", "novanet", "filter-input", "counter")
     assert drift(b, nft) == [
         "map ip novanet floating-dnat: 1 missing: 203.0.113.12 : 10.0.0.7",
-        "chain ip novanet filter-input: 7 rules, expected 6; unexpected: '<rule without comment>'",
+        "chain ip novanet filter-input: 8 rules, expected 7; unexpected: '<rule without comment>'",
     ]
     assert nft.tables_present()
     host.run("nft", "flush", "ruleset")

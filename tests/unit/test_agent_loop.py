@@ -172,9 +172,9 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     reads: list[str] = []
     real_read = snapmod.read_snapshot
 
-    def counting_read(conn: sa.Connection, host: str) -> Any:
+    def counting_read(conn: sa.Connection, host: str, vpn_ip: str | None = None) -> Any:
         reads.append(host)
-        return real_read(conn, host)
+        return real_read(conn, host, vpn_ip)
 
     monkeypatch.setattr(snapmod, "read_snapshot", counting_read)
     try:

@@ -372,3 +372,21 @@ def test_is_ipv4_cidr() -> None:
     assert ipam.is_ipv4_cidr("10.0.0.0/8")
     assert not ipam.is_ipv4_cidr("10.0.0.1/8")
     assert not ipam.is_ipv4_cidr("fd00::/8")
+
+
+def test_vpn_client_range_is_the_reserved_top() -> None:
+    from ipaddress import IPv4Address as A
+    from ipaddress import IPv4Network as N
+
+    from novanet.domain import ipam as I
+
+    cidr = N("10.5.0.0/24")
+    sub = I.plan_subnet(0, cidr, vlan_mode=True)
+    plan = I.reservation_plan(True, 4)
+    offsets = I.reserved_offsets(sub, plan)
+    # network, gateway, VPN address at the bottom; 4 clients and the broadcast at the top
+    assert offsets == {0, 1, 2, 251, 252, 253, 254, 255}
+    reserved = [A(int(cidr.network_address) + o) for o in offsets]
+    assert I.vpn_client_range(cidr, reserved) == (A("10.5.0.251"), A("10.5.0.254"))
+    none = [A(int(cidr.network_address) + o) for o in I.reserved_offsets(sub, I.reservation_plan(True, 0))]
+    assert I.vpn_client_range(cidr, none) is None

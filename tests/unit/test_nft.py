@@ -136,6 +136,7 @@ def test_chains_follow_the_naming_convention() -> None:
         ("ip", "filter-input"),
         ("bridge", "filter-prerouting"),
         ("bridge", "vif-ingress"),
+        ("bridge", "appliance-ingress"),
     }
     for (_family, name), c in chains.items():
         if "hook" in c:
@@ -224,6 +225,7 @@ def test_nat_rules() -> None:
         "forward vpn udp 1194",
     ]
     assert comments(cmds, "ip", "filter-input") == [
+        "gateway of another network",
         "replies to the host from bridges",
         "dhcp from bridges",
         "dns from bridges",
@@ -255,8 +257,9 @@ def test_bridge_anti_spoofing_rules() -> None:
         "drop-ethertype",
         "drop-unknown-port",
     ]
-    entry, segments, foreign, unknown = rules(cmds, "bridge", "filter-prerouting")
+    entry, appliances, segments, foreign, unknown = rules(cmds, "bridge", "filter-prerouting")
     assert entry["expr"][-1] == {"jump": {"target": "vif-ingress"}}
+    assert appliances["expr"][-1] == {"jump": {"target": "appliance-ingress"}}
     assert segments["expr"][0]["match"]["right"] == "@uplink-ports"
     assert foreign["expr"][0]["match"]["right"] == "@foreign-ports"
     assert unknown["expr"] == [{"counter": "drop-unknown-port"}, {"drop": None}]  # fail closed
@@ -591,11 +594,12 @@ def test_drift_reports_changed_rules() -> None:
     ]
     f.apply([{"add": {"rule": {**T, "chain": "filter-input", "expr": [{"drop": None}]}}}])
     assert drift(small(), f) == [
-        "chain ip novanet filter-input: 7 rules, expected 6; unexpected: '<rule without comment>'"
+        "chain ip novanet filter-input: 8 rules, expected 7; unexpected: '<rule without comment>'"
     ]
     f.apply([{"flush": {"chain": {**T, "chain": "filter-input", "name": "filter-input"}}}])
     assert drift(small(), f) == [
-        "chain ip novanet filter-input: 0 rules, expected 6; missing: 'replies to the host from bridges',"
+        "chain ip novanet filter-input: 0 rules, expected 7; missing: 'gateway of another network',"
+        " 'replies to the host from bridges',"
         " 'dhcp from bridges', 'dns from bridges', 'ping of the gateway', 'dnat to the host from bridges',"
         " 'nothing else from bridges to the host'"
     ]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from novanet.domain.errors import InvalidInput
-from novanet.host.model import Bridge, HostState, NatState, Segment, VifFilter, VxlanGuard
+from novanet.host.model import Bridge, HostState, NatState, Segment, VifFilter, VpnAppliance, VxlanGuard
 from novanet.host.nft.realizer import FakeNft, delta, drift, full_sync
 
 GOLDEN = Path(__file__).parent / "golden" / "nft_isolation.json"
@@ -42,8 +42,15 @@ def state(**kw: Any) -> HostState:
             VifFilter("tap2", "br100", "fa:16:3e:01:02:03", ("10.0.0.2", "10.8.0.0/24", "10.8.0.9")),
         ),
         vxlan=VxlanGuard("und0", 4789, ("192.0.2.1", "192.0.2.2")),
+        appliances=(
+            # a cloudpipe VPN: its address and the clients' range .251-.254
+            VpnAppliance(
+                "n1", "p1", "br100", "nvpn0123456789", "02:00:00:00:00:01", "10.0.0.0/24",
+                "10.0.0.2", "10.0.0.1", "10.0.0.251", "10.0.0.254",
+            ),
+        ),
         foreign_ports=("virbr0-nic",),
-    )
+    )  # fmt: skip
     base.update(kw)
     return HostState(**base)
 
@@ -65,6 +72,29 @@ def _rules(cmds: list[dict[str, Any]], family: str, chain: str) -> list[dict[str
         and c["add"]["rule"]["family"] == family
         and c["add"]["rule"]["chain"] == chain
     ]
+
+
+def test_appliance_port_carries_its_address_and_the_clients_range() -> None:
+    cmds = full_sync(state())
+    assert _elements(cmds, "bridge", "appliance-ports") == ["nvpn0123456789"]
+    port = "nvpn0123456789"
+    assert _elements(cmds, "bridge", "appliance-ips") == [
+        {"concat": [port, "10.0.0.2"]},
+        {"concat": [port, "10.0.0.251"]},
+        {"concat": [port, {"prefix": {"addr": "10.0.0.252", "len": 31}}]},
+        {"concat": [port, "10.0.0.254"]},
+    ]
+    assert "nvpn0123456789" not in _elements(cmds, "bridge", "vif-ports")
+    comments = [r["comment"] for r in _rules(cmds, "bridge", "appliance-ingress")]
+    assert comments == [
+        "appliance arp ip spoofing",
+        "appliance arp",
+        "dhcp from an appliance port",
+        "appliance ip spoofing",
+        "appliance ipv4",
+        "appliance other ethertypes",
+    ]
+    FakeNft().apply(cmds)
 
 
 def test_golden_transaction() -> None:

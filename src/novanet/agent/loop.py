@@ -39,6 +39,7 @@ from novanet.host.nft import realizer as nft
 from novanet.host.owned import OwnedBridges, as_built, merged
 from novanet.service import fixed as fixedsvc
 from novanet.service.context import Ctx, run
+from novanet.vpn.appliance import Appliances
 
 log = logging.getLogger("novanet.agent")
 
@@ -112,6 +113,7 @@ class Realizers:
     forwarding: Callable[[], object] = netlink.enable_forwarding
     arp: Callable[[str, str, int], None] | None = None  # gratuitous ARP sender
     owned: OwnedBridges = field(default_factory=lambda: OwnedBridges(None))  # what we built
+    vpn: Appliances | None = None  # cloudpipe VPN appliances (None: this agent runs none)
 
 
 @dataclass
@@ -129,6 +131,7 @@ class Agent:
     _last_resync: float = 0.0
     _released: set[tuple[str, str, str]] = field(default_factory=set)
     _rejected: tuple[str, ...] = ()
+    _vpn_failed: dict[str, str] = field(default_factory=dict)  # appliance port -> why it failed
 
     @property
     def last_change(self) -> int:
@@ -144,7 +147,7 @@ class Agent:
             # the next partial sync instead of being counted as applied and missed.
             newest = snapmod.latest_change(conn)
             recent = snapmod.change_ids_after(conn, newest - GAP_WINDOW)
-            return snapmod.read_snapshot(conn, self.host), newest, recent
+            return snapmod.read_snapshot(conn, self.host, self.ctx.config.effective_vpn_ip), newest, recent
 
         return run(self.ctx, tx, write=False)
 
@@ -196,7 +199,7 @@ class Agent:
                 before.update({a: snap.floating[a] for a in refs if a in snap.floating})
                 snapmod.refresh_floating(conn, snap, self.host, refs)
                 return events, snap
-            return events, snapmod.read_snapshot(conn, self.host)
+            return events, snapmod.read_snapshot(conn, self.host, self.ctx.config.effective_vpn_ip)
 
         try:
             events, new_snap = run(self.ctx, tx, write=False)
@@ -301,6 +304,9 @@ class Agent:
             report = r.dhcp.sync(new.dhcp, prune=old is None or bool(gone))
             if not report.ok:
                 raise RuntimeError(f"dhcp: {report.errors}")
+        if r.vpn is not None and (old is None or old.appliances != new.appliances or bridges_changed):
+            # before the teardown: an appliance leaves with its network's bridge
+            self._vpn_failed = r.vpn.sync(new.appliances)
         if bridges_changed:
             self._teardown(new)  # after dnsmasq of a network that left was stopped
             # a torn-down bridge frees its ports: they are nobody's foreign ports now
@@ -490,6 +496,8 @@ class Agent:
         out += [f"floating: {d}" for d in self._floating_drift(state, snap)]
         out += [f"nftables: {d}" for d in nft.drift(state, r.nft)]
         out += [f"dhcp: {d}" for d in r.dhcp.check(state.dhcp)]
+        if r.vpn is not None:
+            out += [f"vpn: {d}" for d in r.vpn.check(state.appliances)]
         return out
 
     def _port_drift(self, state: HostState) -> list[str]:
@@ -540,6 +548,14 @@ class Agent:
             for d in applied.dhcp
             if d.network_uuid not in running
         ]
+        if r.vpn is not None:
+            # a crashed or killed server is started again by the full sync; one that fails
+            # to start (no certificate here) is reported by `agent check`, not retried hot
+            problems += [
+                f"VPN appliance of project {a.project} is not running"
+                for a in applied.appliances
+                if a.port not in self._vpn_failed and not r.vpn.running(a)
+            ]
         if (applied.nat is not None or applied.vifs) and not r.nft.tables_present():
             problems.append("novanet nftables tables are missing")
         if applied.bridges:
@@ -556,7 +572,7 @@ class Agent:
         cursor = self.cursor
 
         def tx(conn: Connection) -> tuple[Snapshot, list[tuple[int, str, str]]]:
-            snap = snapmod.read_snapshot(conn, self.host)
+            snap = snapmod.read_snapshot(conn, self.host, self.ctx.config.effective_vpn_ip)
             # read after the snapshot: a change committed meanwhile is pending, not missed
             return snap, cursor.unseen(snapmod.changes_after(conn, cursor.low))
 
@@ -586,6 +602,8 @@ class Agent:
             problems = self.probe()
             if not problems and now - self._last_resync >= self.ctx.config.agent_resync_interval:
                 self._last_resync = now
+                if self.realizers.vpn is not None and self.applied is not None:
+                    self.realizers.vpn.maintain(self.applied.appliances)
                 # a skipped row is reported, not repaired: a full sync cannot fix the database;
                 # an unknown port is dropped by the filter already, a sync cannot fix it either
                 drift = self.check(self.applied, self.snap)
@@ -601,7 +619,8 @@ def _summary(state: HostState) -> str:
     nat = state.nat
     return (
         f"{len(state.bridges)} bridges, {len(state.dhcp)} dhcp servers,"
-        f" {len(nat.floating) if nat else 0} floating IPs, {len(state.vifs)} VIF filters"
+        f" {len(nat.floating) if nat else 0} floating IPs, {len(state.vifs)} VIF filters,"
+        f" {len(state.appliances)} VPN appliances"
     )
 
 

@@ -25,6 +25,7 @@ from novanet.host.netlink.pyroute import PyrouteLinks
 from novanet.host.nft.backend import RealNft
 from novanet.host.owned import OwnedBridges
 from novanet.service.context import CHANNEL, Ctx
+from novanet.vpn.appliance import ApplianceManager
 
 log = logging.getLogger("novanet.agent")
 
@@ -47,6 +48,7 @@ def build_agent(ctx: Ctx, host: str, config_files: Sequence[str]) -> Agent:
             DnsmasqOptions(config_file=cfg.dnsmasq_config_file),
         ),
         arp=netlink.gratuitous_arp,
+        vpn=ApplianceManager(cfg, Path(cfg.state_path).absolute() / "vpn"),
         owned=OwnedBridges(
             Path(cfg.effective_networks_path).absolute() / names.host_name(host) / "bridges.json"
         ),

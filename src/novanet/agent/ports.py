@@ -24,9 +24,9 @@ def foreign_ports(links: Iterable[Link], ours: Iterable[str]) -> tuple[str, ...]
 
 def unknown_ports(links: Iterable[Link], state: HostState) -> list[str]:
     """One line per port of one of our bridges that the filter drops: no VIF on this
-    host (a tap under another name, an instance deallocated while plugged) and not the
-    bridge's segment."""
-    known = {v.port for v in state.vifs}
+    host (a tap under another name, an instance deallocated while plugged), no VPN
+    appliance and not the bridge's segment."""
+    known = {v.port for v in state.vifs} | {a.port for a in state.appliances}
     known |= {b.segment.name for b in state.bridges if b.segment is not None}
     ours = set(state.bridge_names)
     return [

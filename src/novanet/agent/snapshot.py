@@ -18,6 +18,7 @@ from novanet.db.schema import (
     instances,
     networks,
     virtual_interfaces,
+    vpns,
 )
 from novanet.domain.models import Network
 from novanet.host.desired import SnapFloating, Snapshot, SnapVif
@@ -30,7 +31,7 @@ _FLOATING = (
 )
 
 
-def read_snapshot(conn: Connection, host: str) -> Snapshot:
+def read_snapshot(conn: Connection, host: str, vpn_ip: str | None = None) -> Snapshot:
     """Everything ``host`` needs, read in one transaction (a consistent view)."""
     snap = Snapshot()
     for row in conn.execute(sa.select(networks)):
@@ -111,7 +112,37 @@ def read_snapshot(conn: Connection, host: str) -> Snapshot:
     ):
         nh[p.network_id].add(p.host)
     snap.network_hosts = dict(nh)
+    snap.vpn_pools = _vpn_pools(conn, snap, host, vpn_ip)
     return snap
+
+
+def _vpn_pools(conn: Connection, snap: Snapshot, host: str, vpn_ip: str | None) -> dict[int, tuple[str, str]]:
+    """The clients' range of each VLAN network this host serves whose project's VPN is
+    wanted: only those networks' VPN rows are read."""
+    from novanet.domain.modes import VLAN
+    from novanet.service.vpn import client_range
+
+    served = [
+        n
+        for n in snap.networks.values()
+        if n.manager == VLAN.name
+        and n.project_id is not None
+        and ((not n.multi_host and n.host == host) or (n.multi_host and n.vpn_public_address == vpn_ip))
+    ]
+    if not served:
+        return {}
+    projects = {n.project_id for n in served}
+    wanted = set(conn.execute(sa.select(vpns.c.project_id).where(vpns.c.project_id.in_(projects))).scalars())
+    out = {}
+    for n in served:
+        if n.project_id in wanted:
+            try:
+                pool = client_range(conn, n)
+            except ValueError:  # a malformed cidr: screen reports the network
+                continue
+            if pool is not None:
+                out[n.id] = pool
+    return out
 
 
 def refresh_floating(conn: Connection, snap: Snapshot, host: str, addresses: Iterable[str]) -> None:

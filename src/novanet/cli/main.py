@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from novanet.cli.compute import inject, vif
-from novanet.cli.network import fixed, floating, instances, networks
+from novanet.cli.network import fixed, floating, instances, networks, vpn
 from novanet.cli.ops import admin, agent, api, sandbox, services, tokens
 from novanet.cli.options import hide_aliases, option
 from novanet.cli.state import State, state
@@ -42,7 +42,7 @@ app.add_typer(networks.app, name="network")
 app.add_typer(fixed.app, name="fixed")
 app.add_typer(floating.app, name="floating")
 app.add_typer(instances.app, name="instance")
-app.add_typer(admin.vpn_app, name="vpn")
+app.add_typer(vpn.app, name="vpn")
 app.add_typer(agent.app, name="agent")
 app.add_typer(vif.app, name="vif")
 app.add_typer(tokens.app, name="token")

@@ -212,3 +212,26 @@ tokens = sa.Table(
     sa.Column("expires_at", sa.DateTime, nullable=True),
     sa.Column("revoked_at", sa.DateTime, nullable=True),
 )
+
+# Cloudpipe: the projects whose VPN is wanted (a row per `vpn create`).
+vpns = sa.Table(
+    "vpns",
+    metadata,
+    sa.Column("project_id", sa.String(255), primary_key=True),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime, nullable=True),
+)
+
+# Certificates issued for the VPNs (never their keys): serial (hex), whose, revocation.
+vpn_certs = sa.Table(
+    "vpn_certs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("serial", sa.String(64), nullable=False, unique=True),
+    sa.Column("project_id", sa.String(255), nullable=False, index=True),
+    sa.Column("user_name", sa.String(64), nullable=True),  # NULL: the server's certificate
+    sa.Column("ca", sa.String(255), nullable=False),  # the issuing CA's common name
+    sa.Column("not_after", sa.DateTime, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False, server_default=sa.func.now()),
+    sa.Column("revoked_at", sa.DateTime, nullable=True),
+)

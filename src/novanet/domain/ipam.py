@@ -260,3 +260,18 @@ def is_ipv4_cidr(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def vpn_client_range(
+    cidr: IPv4Network, reserved: Iterable[IPv4Address]
+) -> tuple[IPv4Address, IPv4Address] | None:
+    """The cloudpipe clients' range of a VLAN network: the reserved addresses right below
+    its broadcast (the top ``cnt_vpn_clients`` of the plan), or None when there are none."""
+    held = set(reserved)
+    top = cidr.broadcast_address - 1
+    low = top
+    while low in held and low > cidr.network_address + 3:
+        low -= 1
+    if low == top:
+        return None
+    return low + 1, top

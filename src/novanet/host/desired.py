@@ -23,6 +23,7 @@ from novanet.host.model import (
     NatState,
     Segment,
     VifFilter,
+    VpnAppliance,
     VpnForward,
     VxlanGuard,
 )
@@ -71,6 +72,9 @@ class Snapshot:
     floating_interfaces: frozenset[str] = frozenset()
     # network id -> every host with an instance on it (cloud-wide; for VXLAN peers)
     network_hosts: dict[int, set[str]] = field(default_factory=dict)
+    # network id -> its cloudpipe clients' range, for the VLAN networks this host serves
+    # whose project's VPN is wanted (`vpn create`)
+    vpn_pools: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 def _prefix(net: Network) -> int:
@@ -141,6 +145,32 @@ def bridge_mac(host: str, bridge: str) -> str:
     return ":".join(f"{b:02x}" for b in (0x02, *digest[:5]))
 
 
+def appliance_port(host: str, network_uuid: str) -> str:
+    """The host-side port of a VPN appliance: stable, unique per host and network."""
+    return "nvpn" + hashlib.sha256(f"novanet-vpn/{host}/{network_uuid}".encode()).hexdigest()[:10]
+
+
+def _appliance(
+    net: Network, snap: Snapshot, host: str, cfg: Config, vpn_here: bool, gw: str
+) -> VpnAppliance | None:
+    """The VPN appliance of ``net`` if this host runs it: the network host (single-host)
+    or the host whose vpn_ip is the network's VPN address (multi-host). Its default route
+    is ``gw``, this host's own address in the network (where the DNAT is undone)."""
+    pool = snap.vpn_pools.get(net.id)
+    if pool is None or not cfg.vpn_auto_start or net.vlan is None or not net.bridge:
+        return None
+    if net.project_id is None or net.vpn_private_address is None:
+        return None
+    if (net.multi_host and not vpn_here) or (not net.multi_host and net.host != host):
+        return None
+    port = appliance_port(host, net.uuid)
+    mac = bridge_mac(host, "vpn-" + net.uuid)
+    return VpnAppliance(
+        net.uuid, net.project_id, net.bridge, port, mac, net.cidr, net.vpn_private_address,
+        gw, pool[0], pool[1],
+    )  # fmt: skip
+
+
 def _vxlan_guard(snap: Snapshot, cfg: Config) -> VxlanGuard | None:
     if cfg.vlan_segmentation != "vxlan" or not cfg.vxlan_interface:
         return None
@@ -170,6 +200,7 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
     bridge_segment: dict[str, Segment | None] = {}
     dhcp: list[DhcpServer] = []
     vpn: list[VpnForward] = []
+    appliances: list[VpnAppliance] = []
     snat: list[str] = []
     for net in sorted(snap.networks.values(), key=lambda n: n.id):
         gw = gateway_address(net, snap, host)
@@ -227,6 +258,9 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
         # original did: `address == vpn_ip`); other gateways of a multi-host network don't.
         if vpn_here and net.vpn_public_address and net.vpn_public_port and net.vpn_private_address:
             vpn.append(VpnForward(net.vpn_public_address, net.vpn_public_port, net.vpn_private_address))
+        appliance = _appliance(net, snap, host, cfg, vpn_here, gw)
+        if appliance is not None:
+            appliances.append(appliance)
 
     bridges = tuple(
         Bridge(name, tuple(addrs), bridge_segment.get(name), cfg.network_device_mtu, bridge_mac(host, name))
@@ -273,5 +307,6 @@ def desired_state(snap: Snapshot, host: str, cfg: Config) -> HostState:
         vifs=vifs,
         releases=releases,
         vxlan=_vxlan_guard(snap, cfg),
+        appliances=tuple(sorted(appliances, key=lambda a: a.port)),
         rejected=tuple(str(r) for r in rejected),
     )

@@ -126,6 +126,30 @@ class VifFilter:
 
 
 @dataclass(frozen=True)
+class VpnAppliance:
+    """A project's cloudpipe VPN run by this host's agent: a network namespace plugged
+    into the project's bridge through ``port`` (its MAC ``mac``), holding the project's
+    ``vpn_address``, running OpenVPN in tap mode bridged to that port. Frames from the
+    port may carry the appliance's own address and the clients' range
+    ``pool_start``-``pool_end`` (any MAC: each client brings its own), nothing else."""
+
+    network_uuid: str
+    project: str
+    bridge: str
+    port: str
+    mac: str
+    cidr: str
+    vpn_address: str
+    gateway: str
+    pool_start: str
+    pool_end: str
+
+    @property
+    def namespace(self) -> str:
+        return "nnvpn-" + self.port.removeprefix("nvpn")
+
+
+@dataclass(frozen=True)
 class VxlanGuard:
     """Who may send VXLAN to this host: only ``peers`` (the hosts table's underlay
     addresses), only through ``interface``, on UDP ``port``. Guests never route to the
@@ -146,6 +170,7 @@ class HostState:
     # DHCP leases to drop now (force_dhcp_release): (bridge, address, mac)
     releases: tuple[tuple[str, str, str], ...] = field(default=())
     vxlan: VxlanGuard | None = None
+    appliances: tuple[VpnAppliance, ...] = ()  # cloudpipe VPNs this host runs
     # Ports of bridges that are not novanet's (seen in the kernel by the agent): exempt
     # from the default drop of unknown bridge ports, which without the bridge-name match
     # (nft `meta ibrname`, missing in some kernels) cannot tell whose bridge a port is on.

@@ -219,6 +219,9 @@ def screen(snap: Snapshot, host: str, default_bridge: str | None) -> tuple[Snaps
         floating=floating,
         host_addresses={k: a for k, a in snap.host_addresses.items() if k[0] in nets and address_ok(a)},
         underlay=underlay,
+        vpn_pools={
+            k: p for k, p in snap.vpn_pools.items() if k in nets and address_ok(p[0]) and address_ok(p[1])
+        },
         floating_addresses=frozenset(filter(address_ok, snap.floating_addresses)),
         floating_interfaces=frozenset(filter(interface_ok, snap.floating_interfaces)),
         releases=tuple(

@@ -3,9 +3,14 @@ os-tenant-networks, os-fixed-ips, os-cloudpipe configure-project."""
 
 from __future__ import annotations
 
-from apihelpers import boot, fixed_of, setup_network
-from apisupport import Api, check, fault
+import uuid
+from pathlib import Path
 
+from apihelpers import boot, fixed_of, setup_network
+from apisupport import Api, check, fault, open_api
+
+from novanet.domain.modes import VLAN
+from novanet.service import instances as I
 from novanet.service import networks as N
 
 
@@ -142,3 +147,31 @@ def test_cloudpipe(api: Api) -> None:
             "message"
         ]
     )
+
+
+def test_cloudpipe_vlan(db_url: str, tmp_path: Path) -> None:
+    """os-cloudpipe create and list on a VLAN cloud, validated against the Compute API's
+    schemas; the state is probed for real (nothing listens on 127.0.0.1:1000: down)."""
+    opts = {"state_path": str(tmp_path), "cnt_vpn_clients": 4, "vpn_ip": "127.0.0.1"}
+    with open_api(db_url, manager="vlan", **opts) as api:
+        N.create_networks(api.ctx, VLAN, N.NetworkRequest(label="v", fixed_range_v4="10.77.0.0/24"))
+        I.allocate_for_instance(api.ctx, VLAN, I.AllocateRequest(str(uuid.uuid4()), "p1", "h1"))
+        assert check(api.req("GET", "/v2/admin/os-cloudpipe", api.admin), "list_cloudpipes") == {
+            "cloudpipes": []
+        }
+        body = {"cloudpipe": {"project_id": "p1"}}
+        created = check(api.req("POST", "/v2/admin/os-cloudpipe", api.admin, json=body), "create_cloudpipe")
+        fault(api.req("POST", "/v2/p1/os-cloudpipe", api.member, json=body), 403)
+        fault(
+            api.req("POST", "/v2/admin/os-cloudpipe", api.admin, json={"cloudpipe": {"project_id": "p9"}}),
+            404,
+        )
+        fault(
+            api.req("POST", "/v2/admin/os-cloudpipe", api.admin, json={"cloudpipe": {"project_id": "../x"}}),
+            400,
+        )
+        [pipe] = check(api.req("GET", "/v2/admin/os-cloudpipe", api.admin), "list_cloudpipes")["cloudpipes"]
+        assert pipe["instance_id"] == created["instance_id"]
+        keys = ("project_id", "internal_ip", "public_ip", "public_port", "state")
+        assert [pipe[k] for k in keys] == ["p1", "10.77.0.2", "127.0.0.1", 1000, "down"]
+        assert (tmp_path / "CA" / "keys" / "p1" / "server.key").exists()

@@ -46,10 +46,7 @@ def _runner(op: Any, project: str, token: str) -> Any:
             case.path_parameters["project_id"] = project
         case.headers = {**(case.headers or {}), "X-Auth-Token": token}
         response = case.call_and_validate(checks=CHECKS)
-        # no 5xx; the one exception is the documented 501 of the cloudpipe operations
-        # whose VPN use case does not exist yet
-        allowed = {501} if "/os-cloudpipe" in op.path else set()
-        assert response.status_code < 500 or response.status_code in allowed, response.text
+        assert response.status_code < 500, response.text  # no 5xx
 
     return run
 

@@ -1,7 +1,7 @@
 """os-cloudpipe (admin): list, create, configure-project.
 
-Wired to the VPN use cases that exist in novanet.service.vpn; an operation whose use case
-is not there yet answers 501 notImplemented, saying so.
+The same use cases as `novanet vpn list / create / change` (novanet.service.vpn). The
+"instance" of a cloudpipe is the agent's VPN appliance: its id is stable per project.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pydantic import Field
 from novanet.api import auth
 from novanet.api.auth import ComputeCaller
 from novanet.api.common import Body as Model
-from novanet.domain.errors import NotImplementedYet
 from novanet.service import vpn
 
 router = APIRouter()
@@ -39,28 +38,28 @@ class ConfigureProject(Model):
     configure_project: ConfigureInner
 
 
-def _missing(what: str) -> NotImplementedYet:
-    return NotImplementedYet(f"{what} is not available in this novanet yet (the VPN service lacks it)")
+# What a cloudpipe is in the Compute API (the service's view has more).
+_FIELDS = ("project_id", "instance_id", "internal_ip", "public_ip", "public_port", "state", "created_at")
 
 
 @router.get("/os-cloudpipe", tags=[TAG])
 def list_cloudpipes(request: Request, p: ComputeCaller) -> dict[str, Any]:
     """Every project's VPN with its state."""
     auth.require_admin(request, p, "listing cloudpipes")
-    fn = getattr(vpn, "list_vpns", None)
-    if fn is None:
-        raise _missing("listing cloudpipes")
-    return {"cloudpipes": fn(auth.get_ctx(request))}
+    rows = vpn.list_vpns(auth.get_ctx(request))
+    return {
+        "cloudpipes": [
+            {k: r[k] for k in _FIELDS if r.get(k) is not None} | {"state": r["state"]} for r in rows
+        ]
+    }
 
 
 @router.post("/os-cloudpipe", tags=[TAG])
 def create_cloudpipe(request: Request, p: ComputeCaller, body: CloudpipeCreate) -> dict[str, Any]:
-    """Start a project's VPN; the answer names its instance."""
+    """Create a project's VPN (certificates, endpoint); the agent starts it. The answer
+    names its appliance."""
     auth.require_admin(request, p, "creating cloudpipes")
-    fn = getattr(vpn, "create", None)
-    if fn is None:
-        raise _missing("creating a cloudpipe")
-    info = fn(auth.get_ctx(request), body.cloudpipe.project_id)
+    info = vpn.create(auth.get_ctx(request), body.cloudpipe.project_id)
     return {"instance_id": info["instance_id"]}
 
 

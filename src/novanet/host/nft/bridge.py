@@ -73,6 +73,9 @@ BRIDGE_SETS = (
     # field copied into the packet mark can be looked up as `ifname . mark`.
     SetSpec("vif-chaddr-hi", ("ifname", "mark")),
     SetSpec("vif-chaddr-lo", ("ifname", "mark")),
+    # cloudpipe VPN appliances: the port, and what it may carry (its address, the clients' range)
+    SetSpec("appliance-ports", ("ifname",)),
+    SetSpec("appliance-ips", ("ifname", "ipv4_addr"), flags=("interval",)),
     SetSpec("uplink-ports", ("ifname",)),  # the segment (NIC, vlan, vxlan) of each bridge
     SetSpec("foreign-ports", ("ifname",)),  # ports of bridges that are not ours
 )
@@ -141,8 +144,45 @@ def bridge_chains() -> list[Chain]:
         Rule("ipv4", [eq(ether_type, "ip"), ACCEPT]),
         Rule("other ethertypes", counted_drop(DROP_ETHERTYPE)),
     ]
+    # A VPN appliance bridges its clients' taps: their frames carry each client's own MAC,
+    # so only addresses are checked, and it never serves DHCP nor talks to the DHCP server.
+    appliance = [
+        Rule(
+            "appliance arp ip spoofing",
+            [ne(concat(iif, payload("arp", "saddr ip")), "@appliance-ips"), *counted_drop(DROP_ARP)],
+        ),
+        Rule(
+            "appliance arp",
+            [
+                eq(payload("arp", "htype"), 1),
+                eq(payload("arp", "ptype"), "ip"),
+                eq(payload("arp", "hlen"), 6),
+                eq(payload("arp", "plen"), 4),
+                ACCEPT,
+            ],
+        ),
+        Rule(
+            "dhcp from an appliance port",
+            [
+                eq(ether_type, "ip"),
+                eq(meta("l4proto"), "udp"),
+                eq(payload("udp", "dport"), {"set": [67, 68]}),
+                *counted_drop(DROP_DHCP_SERVER),
+            ],
+        ),
+        Rule(
+            "appliance ip spoofing",
+            [eq(ether_type, "ip"), ne(concat(iif, SADDR), "@appliance-ips"), *counted_drop(DROP_IP)],
+        ),
+        Rule("appliance ipv4", [eq(ether_type, "ip"), ACCEPT]),
+        Rule("appliance other ethertypes", counted_drop(DROP_ETHERTYPE)),
+    ]
     prerouting = [
         Rule("frames from instance ports", [eq(iif, "@vif-ports"), {"jump": {"target": "vif-ingress"}}]),
+        Rule(
+            "frames from vpn appliances",
+            [eq(iif, "@appliance-ports"), {"jump": {"target": "appliance-ingress"}}],
+        ),
         Rule("frames from segments", [eq(iif, "@uplink-ports"), ACCEPT]),
         Rule("frames on bridges not ours", [eq(iif, "@foreign-ports"), ACCEPT]),
         # Fail closed: a tap nobody registered, a deallocated instance still plugged.
@@ -159,6 +199,7 @@ def bridge_chains() -> list[Chain]:
             policy="accept",
         ),
         Chain("vif-ingress", tuple(vif)),
+        Chain("appliance-ingress", tuple(appliance)),
     ]
 
 
@@ -219,6 +260,18 @@ def vif_elements(state: HostState) -> dict[str, dict[Value, Value | None]]:
         for addr in per_port:
             assert not isinstance(addr, tuple)
             ips[(port, addr)] = None
+    app_ports: dict[Value, Value | None] = {}
+    app_ips: dict[Value, Value | None] = {}
+    for a in state.appliances:
+        port = _ifname(a.port, "VPN appliance port")
+        if port in ports:
+            continue
+        app_ports[port] = None
+        own = _ipv4(a.vpn_address, "VPN address")
+        pool = _pool_values(a.pool_start, a.pool_end)
+        for v in _merge([own, *pool]) if pool else [own]:
+            assert not isinstance(v, tuple)
+            app_ips[(port, v)] = None
     uplinks = {_ifname(b.segment.name, "segment"): None for b in state.bridges if b.segment is not None}
     foreign = {_ifname(p, "foreign bridge port"): None for p in state.foreign_ports}
     return {
@@ -227,9 +280,22 @@ def vif_elements(state: HostState) -> dict[str, dict[Value, Value | None]]:
         "vif-ips": ips,
         "vif-chaddr-hi": hi,
         "vif-chaddr-lo": lo,
-        "uplink-ports": dict.fromkeys(k for k in uplinks if k not in ports),
-        "foreign-ports": dict.fromkeys(k for k in foreign if k not in ports and k not in uplinks),
+        "appliance-ports": app_ports,
+        "appliance-ips": app_ips,
+        "uplink-ports": dict.fromkeys(k for k in uplinks if k not in ports and k not in app_ports),
+        "foreign-ports": dict.fromkeys(
+            k for k in foreign if k not in ports and k not in uplinks and k not in app_ports
+        ),
     }
+
+
+def _pool_values(start: str, end: str) -> list[Value]:
+    """The clients' range as CIDR blocks."""
+    lo = ipaddress.IPv4Address(_ipv4(start, "VPN pool start"))
+    hi = ipaddress.IPv4Address(_ipv4(end, "VPN pool end"))
+    if hi < lo:
+        raise InvalidInput(f"VPN pool {start}-{end} is empty")
+    return [network_value(str(n)) for n in ipaddress.summarize_address_range(lo, hi)]
 
 
 def _merge(values: list[Value]) -> list[Value]:

@@ -45,6 +45,7 @@ from novanet.host.nft.expr import (
     lookup,
     meta,
     nat_to,
+    ne,
     payload,
 )
 from novanet.host.nft.spec import (
@@ -78,6 +79,8 @@ IP_COUNTERS = (DROP_CROSS, DROP_VXLAN, DROP_UNDERLAY, DROP_TO_HOST)
 _IP_SETS = (
     SetSpec("bridges", ("ifname",)),
     SetSpec("bridge-pairs", ("ifname", "ifname")),  # br . br: routed back into its own bridge
+    SetSpec("gateway-addresses", ("ipv4_addr",)),  # every address this host has on a bridge
+    SetSpec("bridge-addresses", ("ifname", "ipv4_addr")),  # br . its own addresses
     SetSpec("snat-ranges", ("ipv4_addr",), flags=("interval",)),
     SetSpec("no-snat", ("ipv4_addr",), flags=("interval",)),
     SetSpec("force-snat", ("ipv4_addr",), flags=("interval",)),
@@ -206,6 +209,17 @@ def _filter_chains(guard: VxlanGuard | None) -> list[Chain]:
             ),
         ]
     inp += [
+        # A network sees its own gateway, never another network's (nor a VPN client of
+        # one project the gateway of another).
+        Rule(
+            "gateway of another network",
+            [
+                from_bridges,
+                eq(DADDR, "@gateway-addresses"),
+                ne(concat(iif, DADDR), "@bridge-addresses"),
+                *counted_drop(DROP_CROSS),
+            ],
+        ),
         Rule("replies to the host from bridges", [from_bridges, ct_state("established", "related"), ACCEPT]),
         Rule("dhcp from bridges", [from_bridges, eq(payload("udp", "dport"), 67), ACCEPT]),
         Rule(
@@ -268,6 +282,14 @@ def build(state: HostState) -> Ruleset:
     elements: dict[tuple[str, str], Elements] = {
         ("ip", "bridges"): dict.fromkeys(_ifname(b, "bridge") for b in state.bridge_names),
         ("ip", "bridge-pairs"): dict.fromkeys((b, b) for b in state.bridge_names),
+        ("ip", "gateway-addresses"): dict.fromkeys(
+            _ipv4(a.split("/")[0], "bridge address") for b in state.bridges for a in b.addresses
+        ),
+        ("ip", "bridge-addresses"): dict.fromkeys(
+            (_ifname(b.name, "bridge"), _ipv4(a.split("/")[0], "bridge address"))
+            for b in state.bridges
+            for a in b.addresses
+        ),
     }
     if state.vxlan is not None:
         elements[("ip", "vxlan-peers")] = dict.fromkeys(
