@@ -1,4 +1,4 @@
-"""`novanet db ...`: schema migrations (`novanet vpn ...` lives in cli/vpn.py)."""
+"""`novanet db ...`: schema migrations (`novanet vpn ...` lives in cli/network/vpn.py)."""
 
 from __future__ import annotations
 
