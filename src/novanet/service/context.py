@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -88,20 +88,52 @@ def run(ctx: Ctx, fn: Callable[[Connection], T], *, write: bool = True) -> T:
     raise Conflict(f"gave up after {MAX_ATTEMPTS} attempts against concurrent changes: {detail}")
 
 
-CHANNEL = "novanet_changes"
+CHANNEL = "novanet_changes"  # changes that concern every host (no scope given)
 
 
-def record(ctx: Ctx, conn: Connection, kind: str, *refs: str) -> None:
+def host_channel(host: str) -> str:
+    """The NOTIFY channel of one host: a short, safe identifier whatever the name holds."""
+    return "novanet_h_" + hashlib.blake2b(host.encode(), digest_size=8).hexdigest()
+
+
+def network_channel(network_id: int) -> str:
+    return f"novanet_n_{int(network_id)}"
+
+
+def record(
+    ctx: Ctx,
+    conn: Connection,
+    kind: str,
+    *refs: str,
+    hosts: Iterable[str | None] = (),
+    networks: Iterable[int | None] = (),
+) -> None:
     """Log what changed for the host agents, in the same transaction as the change.
 
-    PostgreSQL also wakes listening agents (NOTIFY is delivered on commit); SQLite agents
-    poll the log.
+    ``hosts`` and ``networks`` say whom it concerns: one row per ref and scope, and an
+    agent reads only the rows of its host and of the networks it carries. With neither,
+    the change concerns every host (one unscoped row per ref). PostgreSQL also wakes the
+    agents concerned (NOTIFY on the host's or the network's channel, delivered on commit);
+    SQLite agents poll the log.
     """
     if not refs:
         return
-    conn.execute(_INSERT_CHANGE, [{"kind": kind, "ref": r} for r in refs])
+    scope_hosts = sorted({h for h in hosts if h})
+    scope_nets = sorted({int(n) for n in networks if n is not None})
+    rows: list[dict[str, object]] = []
+    for r in refs:
+        rows += [{"kind": kind, "ref": r, "host": h, "network_id": None} for h in scope_hosts]
+        rows += [{"kind": kind, "ref": r, "host": None, "network_id": n} for n in scope_nets]
+        if not scope_hosts and not scope_nets:
+            rows.append({"kind": kind, "ref": r, "host": None, "network_id": None})
+    conn.execute(_INSERT_CHANGE, rows)
     if ctx.is_postgres:
-        conn.execute(sa.text("SELECT pg_notify(:ch, '')"), {"ch": CHANNEL})
+        channels = [host_channel(h) for h in scope_hosts] + [network_channel(n) for n in scope_nets]
+        for ch in channels or [CHANNEL]:
+            conn.execute(_NOTIFY, {"ch": ch})
+
+
+_NOTIFY = sa.text("SELECT pg_notify(:ch, '')")
 
 
 def lock(ctx: Ctx, conn: Connection, key: str) -> None:

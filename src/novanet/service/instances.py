@@ -33,6 +33,7 @@ from novanet.domain.modes import VLAN, Mode
 from novanet.domain.netinfo import FixedAddress, VifView, network_info
 from novanet.service import fixed as fixedsvc
 from novanet.service import floating as floatingsvc
+from novanet.service import scope
 from novanet.service.context import Ctx, Retry, lock, record, run, utcnow
 from novanet.service.networks import find_network, networks_by_ids
 
@@ -110,7 +111,8 @@ def allocate_for_instance(ctx: Ctx, mode: Mode, req: AllocateRequest) -> list[di
             first = views[0]
             fixed = (FixedAddress(first.fixed[0].address, (addr,)), *first.fixed[1:])
             views[0] = replace(first, fixed=fixed)
-        record(ctx, conn, "instance", uuid)
+        hosts, scoped = scope.instance_scope(conn, req.host, (n.id for n, _ in nets), uuid)
+        record(ctx, conn, "instance", uuid, hosts=hosts, networks=scoped)
         # Built from what was just written: no second read of the same rows.
         return network_info(views)
 
@@ -371,9 +373,15 @@ def deallocate_for_instance(ctx: Ctx, instance_uuid: str) -> dict[str, Any]:
                     )
                 )
             conn.execute(fixed_ips.update().where(fixed_ips.c.id == r.id).values(**values))
+        vif_nets = list(
+            conn.execute(
+                sa.select(virtual_interfaces.c.network_id).where(virtual_interfaces.c.instance_uuid == uuid)
+            ).scalars()
+        )
         conn.execute(virtual_interfaces.delete().where(virtual_interfaces.c.instance_uuid == uuid))
         conn.execute(instances.delete().where(instances.c.uuid == uuid))
-        record(ctx, conn, "instance", uuid)
+        hosts, nets = scope.instance_scope(conn, inst.host, vif_nets, uuid)
+        record(ctx, conn, "instance", uuid, hosts=hosts, networks=nets)
         return {"uuid": uuid, "freed": freed, "awaiting_release": waiting}
 
     return run(ctx, tx)
