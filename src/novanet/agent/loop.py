@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy.engine import Connection
@@ -303,13 +304,33 @@ class Agent:
             r.owned.save(merged(r.owned.load(), as_built(new.bridges)))
             netlink.ensure_bridges(r.links, new.bridges)
             self._attach_ports(new)
-        if old is None:
-            r.nft.apply(nft.full_sync(new))
-        else:
-            cmds = nft.delta(old, new)
-            if cmds:
-                r.nft.apply(cmds)
-        self._bind_floating(old, new, snap)
+        background: list[Future[None]] = []
+        pool = ThreadPoolExecutor(2, thread_name_prefix="full-sync") if old is None else None
+        try:
+            if pool is not None:
+                # A full sync's three big independent parts run side by side: the nft
+                # transaction and `ip -batch` of the /32s spend their time in the kernel
+                # (libnftables and ip release the GIL), dnsmasq's files in the filesystem.
+                background.append(pool.submit(r.nft.apply, nft.full_sync(new)))
+                background.append(pool.submit(self._bind_floating, old, new, snap))
+            else:
+                assert old is not None
+                cmds = nft.delta(old, new)
+                if cmds:
+                    r.nft.apply(cmds)
+                self._bind_floating(old, new, snap)
+            self._realize_dhcp(old, new)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+        for done in background:
+            done.result()  # the first failure of a background part fails the sync
+        if bridges_changed:
+            self._teardown(new)  # after dnsmasq of a network that left was stopped
+        self._release(new)
+
+    def _realize_dhcp(self, old: HostState | None, new: HostState) -> None:
+        r = self.realizers
         if old is None or old.dhcp != new.dhcp:
             # a network this host stopped serving loses its dnsmasq now, not at the next
             # full sync
@@ -317,9 +338,6 @@ class Agent:
             report = r.dhcp.sync(new.dhcp, prune=old is None or bool(gone))
             if not report.ok:
                 raise RuntimeError(f"dhcp: {report.errors}")
-        if bridges_changed:
-            self._teardown(new)  # after dnsmasq of a network that left was stopped
-        self._release(new)
 
     def _with_foreign(self, state: HostState) -> HostState:
         """``state`` with the ports of other bridges of this namespace, exempt from the
