@@ -235,8 +235,9 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument(
         "--state-dir",
-        default="/run",
-        help="where the agent's state (dnsmasq files) lives, as its state_path would (default /run, a tmpfs)",
+        default="/dev/shm",
+        help="where the agent's state (dnsmasq files) lives, as its state_path would"
+        " (default /dev/shm, a tmpfs)",
     )
     ap.add_argument("--inner", nargs=2, metavar=("URL", "STATE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
