@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from novanet.config import Config
+from novanet.db.outage import is_outage, unavailable
 from novanet.db.schema import changes
 from novanet.domain.errors import Conflict, DatabaseError
 
@@ -78,6 +79,8 @@ def run(ctx: Ctx, fn: Callable[[Connection], T], *, write: bool = True) -> T:
         except Retry as exc:
             last = exc
         except DBAPIError as exc:
+            if is_outage(exc):
+                raise unavailable(exc) from exc
             if not _retryable(exc):
                 first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
                 raise DatabaseError(f"database error: {first}") from exc
