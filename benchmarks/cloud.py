@@ -570,7 +570,8 @@ def report(results: list[dict[str, Any]]) -> str:
             return float(b["changes"][name]["total_ms"] / a["changes"][name]["total_ms"])
 
         lines.append(
-            f"h1 at {b['hosts']} / at {a['hosts']} hosts: full sync x{b['full_sync_s'] / a['full_sync_s']:.2f},"
+            f"h1 at {b['hosts']} / at {a['hosts']} hosts:"
+            f" full sync x{b['full_sync_s'] / a['full_sync_s']:.2f},"
             f" allocate on h1 x{ratio('allocate on h1'):.2f}, associate on h1 x{ratio('associate on h1'):.2f}"
         )
     return "\n".join(lines)
