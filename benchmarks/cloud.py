@@ -50,7 +50,7 @@ FLAT_PER_HOST = 90
 GROUP = 10  # hosts per VLAN network
 FLOATING = 10_000
 MAX_HOSTS = 1000
-SAMPLES = 5
+SAMPLES = 11
 
 
 def _cfg(url: str, **extra: str) -> Any:
@@ -451,6 +451,38 @@ def inner(url: str, state: str, other_host: str) -> dict[str, Any]:
     return out
 
 
+def explain(url: str, host: str = "h1") -> list[str]:
+    """EXPLAIN of every statement of ``host``'s scoped snapshot and change-log reads, on
+    the cloud as it is now (each must be an index scan, none a scan of a whole table)."""
+    import sqlalchemy as sa
+
+    from novanet.agent import snapshot as snapmod
+    from novanet.db.engine import create_engine
+
+    engine = create_engine(url)
+    seen: list[tuple[str, Any]] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _grab(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if not statement.startswith("EXPLAIN"):
+            seen.append((statement, parameters))
+
+    out: list[str] = []
+    with engine.connect() as conn:
+        snap = snapmod.read_snapshot(conn, host)
+        low = snapmod.latest_change(conn) - 10
+        seen.clear()
+        snapmod.read_snapshot(conn, host)
+        snapmod.scoped_changes_after(conn, low, host, snap.networks)
+        grabbed = list(seen)
+        for statement, params in grabbed:
+            out.append("-- " + " ".join(statement.split()))
+            plan = conn.exec_driver_sql("EXPLAIN " + statement, params).scalars().all()
+            out += [f"   {line}" for line in plan]
+    engine.dispose()
+    return out
+
+
 def run_size(url: str, hosts: int, root: Path) -> dict[str, Any]:
     ns = f"nvb-cloud-{os.getpid()}-{hosts}"
     state = root / f"state-{hosts}"
@@ -478,6 +510,9 @@ def main() -> int:
     ap.add_argument("--sizes", default="10,100,1000")
     ap.add_argument("--pg-url", default=os.environ.get("NOVANET_TEST_PG_URL", DEFAULT_PG))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--explain", action="store_true", help="print the plans of h1's reads at the largest size"
+    )
     ap.add_argument("--inner", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inner:
@@ -510,6 +545,8 @@ def main() -> int:
             print(
                 f"cloud of {hosts} hosts in rows: {time.perf_counter() - t:.1f}s", file=sys.stderr, flush=True
             )
+            if args.explain and hosts == sizes[-1]:
+                print("\n".join(explain(url)), flush=True)
             r = run_size(url, hosts, root)
             r["load"] = os.getloadavg()[0]
             results.append(r)
