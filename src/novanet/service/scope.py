@@ -29,9 +29,7 @@ def instance_scope(
     hosts = {host}
     if not nets:
         return hosts, set()
-    for row in conn.execute(
-        sa.select(networks.c.id, networks.c.host, networks.c.multi_host).where(networks.c.id.in_(nets))
-    ):
+    for row in conn.execute(_NETWORK_HOSTS, {"ids": nets}):
         if not row.multi_host and row.host:
             hosts.add(row.host)
     # Networks where ``host`` has another instance: its peers need not hear of this one.
@@ -43,6 +41,9 @@ def instance_scope(
     return hosts, set(nets) - kept
 
 
+_NETWORK_HOSTS = sa.select(networks.c.id, networks.c.host, networks.c.multi_host).where(
+    networks.c.id.in_(sa.bindparam("ids", expanding=True))
+)
 _OTHER_HERE = (
     sa.select(sa.literal(1))
     .select_from(instances.join(virtual_interfaces, virtual_interfaces.c.instance_uuid == instances.c.uuid))
