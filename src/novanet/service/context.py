@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from novanet.db.schema import changes
 from novanet.domain.errors import Conflict, DatabaseError
 
 T = TypeVar("T")
+log = logging.getLogger("novanet.service")
 
 _INSERT_CHANGE = changes.insert()
 
@@ -74,8 +76,14 @@ def run(ctx: Ctx, fn: Callable[[Connection], T], *, write: bool = True) -> T:
         try:
             with ctx.engine.connect() as conn:
                 conn.info["begin_mode"] = "IMMEDIATE" if write else "DEFERRED"
-                with conn.begin():
-                    return fn(conn)
+                conn.info[_NOTIFY_KEY] = set()
+                try:
+                    with conn.begin():
+                        result = fn(conn)
+                    _notify(conn)
+                finally:
+                    conn.info.pop(_NOTIFY_KEY, None)
+                return result
         except Retry as exc:
             last = exc
         except DBAPIError as exc:
@@ -132,11 +140,38 @@ def record(
     conn.execute(_INSERT_CHANGE, rows)
     if ctx.is_postgres:
         channels = [host_channel(h) for h in scope_hosts] + [network_channel(n) for n in scope_nets]
-        for ch in channels or [CHANNEL]:
-            conn.execute(_NOTIFY, {"ch": ch})
+        pending = conn.info.get(_NOTIFY_KEY)
+        if pending is None:  # not inside run(): notify with the change, as a plain NOTIFY
+            for ch in channels or [CHANNEL]:
+                conn.execute(_NOTIFY_ONE, {"ch": ch})
+        else:
+            pending.update(channels or [CHANNEL])
 
 
-_NOTIFY = sa.text("SELECT pg_notify(:ch, '')")
+_NOTIFY_KEY = "novanet_notify"
+_NOTIFY_ONE = sa.text("SELECT pg_notify(:ch, '')")
+_NOTIFY_ALL = sa.text("SELECT pg_notify(ch, '') FROM unnest(CAST(:chs AS text[])) AS ch")
+_NO_FLUSH_WAIT = sa.text("SET LOCAL synchronous_commit = off")
+
+
+def _notify(conn: Connection) -> None:
+    """Wake the agents a committed unit concerns: after its commit, in a transaction of its
+    own that does not wait for its WAL flush.
+
+    PostgreSQL serializes the commits of transactions that NOTIFY (a database-wide lock
+    held until the commit is flushed): with the NOTIFY inside each allocation, concurrent
+    writers committed one flush at a time. A wake-up is only a hint (agents also poll the
+    change log every second), so it may go after the commit and may be lost in a crash.
+    """
+    channels = conn.info.pop(_NOTIFY_KEY, None)
+    if not channels:
+        return
+    try:
+        with conn.begin():
+            conn.execute(_NO_FLUSH_WAIT)
+            conn.execute(_NOTIFY_ALL, {"chs": sorted(channels)})
+    except DBAPIError as exc:  # the change is committed; agents find it by polling
+        log.warning("NOTIFY %s failed: %s", ", ".join(sorted(channels)), str(exc.orig).strip()[:200])
 
 
 def lock(ctx: Ctx, conn: Connection, key: str) -> None:
