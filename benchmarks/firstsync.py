@@ -148,7 +148,6 @@ def inner(url: str, state: str) -> dict[str, Any]:
 
     subprocess.run(["ip", "link", "add", "pub0", "type", "veth", "peer", "name", "pub0p"], check=True)
     subprocess.run(["ip", "link", "set", "pub0", "up"], check=True)
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     cfg = C.load(
         overrides={
             "network_manager": "flatdhcp",
@@ -239,10 +238,17 @@ def main() -> int:
         help="where the agent's state (dnsmasq files) lives, as its state_path would"
         " (default /dev/shm, a tmpfs)",
     )
-    ap.add_argument("--inner", nargs=2, metavar=("URL", "STATE"), help=argparse.SUPPRESS)
+    ap.add_argument("--inner", nargs=3, metavar=("URL", "STATE", "NS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inner:
-        print(json.dumps(inner(*args.inner)))
+        url, state, ns = args.inner
+        # into the namespace (with the database port forwarded from its loopback), as
+        # cloud.py does: the server's 127.0.0.1 is not the namespace's
+        sys.path.insert(0, str(Path(__file__).parent))
+        from cloud import _enter
+
+        _enter(ns, url)
+        print(json.dumps(inner(url, state)))
         return 0
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
@@ -267,7 +273,7 @@ def main() -> int:
         setup_s = time.perf_counter() - t
         subprocess.run(["ip", "netns", "add", ns], check=True)
         res = subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, __file__, "--inner", url, str(root / "state")],
+            [sys.executable, __file__, "--inner", url, str(root / "state"), ns],
             capture_output=True,
             text=True,
             timeout=900,
