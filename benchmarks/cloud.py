@@ -177,6 +177,9 @@ def grow(url: str, hosts_from: int, hosts_to: int) -> None:
                 "group": GROUP,
             },
         )
+        # fresh statistics for the set-based updates below (100,000 new rows at once
+        # otherwise get a nested-loop plan that runs for minutes)
+        conn.execute(sa.text("ANALYZE instances, virtual_interfaces, fixed_ips"))
         # each new VIF takes the next free address of its network
         conn.execute(
             sa.text(
