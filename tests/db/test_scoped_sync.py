@@ -80,24 +80,23 @@ class Cloud:
         return u, info[0]["network"]["subnets"][0]["ips"][0]["address"]
 
 
+_OPTS = {
+    "network_manager": "flatdhcp",
+    "flat_network_bridge": "br100",
+    "public_interface": "pub0",
+    "my_ip": "203.0.113.1",
+    "multi_host": "True",
+    "metadata_host": "",
+}
+
+
 @pytest.fixture
 def cloud(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
     root = Path(tempfile.mkdtemp(prefix="novanet-scope-"))
     root.chmod(0o755)
     engine = create_engine(db_url)
     sync(engine)
-    cfg = C.load(
-        overrides={
-            "network_manager": "flatdhcp",
-            "flat_network_bridge": "br100",
-            "public_interface": "pub0",
-            "my_ip": "203.0.113.1",
-            "multi_host": "True",
-            "metadata_host": "",
-            "connection": db_url,
-            "state_path": str(root),
-        }
-    )
+    cfg = C.load(overrides={**_OPTS, "connection": db_url, "state_path": str(root)})
     ctx = Ctx(engine, cfg)
     [net1] = N.create_networks(
         ctx, FLATDHCP, N.NetworkRequest(label="one", fixed_range_v4="10.0.0.0/24", bridge="br100")
@@ -276,3 +275,34 @@ def test_postgresql_wakes_only_the_agents_a_change_concerns(cloud: Cloud) -> Non
             assert woken_by("hB") < 2.0
     finally:
         waiter.close()
+
+
+def test_a_peer_joining_a_vlan_network_reaches_its_other_hosts_without_a_snapshot_read(cloud: Cloud) -> None:
+    """hB's first instance in a multi-host VLAN network hA carries: hA is told (the change
+    is scoped to the network) and re-reads that network's peers, not its snapshot."""
+    from novanet.domain.modes import VLAN
+
+    c = cloud
+    _started(c)
+    vctx = Ctx(c.ctx.engine, C.load(overrides={**_OPTS, "network_manager": "vlan", "vlan_start": "300"}))
+    [vnet] = N.create_networks(
+        vctx,
+        VLAN,
+        N.NetworkRequest(
+            label="v", fixed_range_v4="10.9.0.0/24", network_size=256, multi_host=True, project_id="p1"
+        ),
+    )
+
+    def vlan_instance(host: str) -> None:
+        req = I.AllocateRequest(str(uuid.uuid4()), "p1", host, requested=(I.RequestedNetwork(vnet.uuid),))
+        I.allocate_for_instance(vctx, VLAN, req)
+
+    vlan_instance("hA")
+    c.a.agent.partial_sync()  # a network new to hA: its share is read again
+    assert c.a.agent.snap is not None and c.a.agent.snap.network_hosts.get(vnet.id) == {"hA"}
+    reads = c.a.snapshot_reads
+    vlan_instance("hB")
+    assert c.a.agent.partial_sync() is True
+    assert c.a.snapshot_reads == reads
+    assert c.a.agent.snap.network_hosts.get(vnet.id) == {"hA", "hB"}
+    assert (vnet.id, "hB") in c.a.agent.snap.host_addresses  # its gateway: a VXLAN peer

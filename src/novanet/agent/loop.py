@@ -210,7 +210,8 @@ class Agent:
                 # a few instances: re-read just them (and their networks' peers), on a copy
                 part = _copy(snap)
                 insts = {ref for _, k, ref in events if k == "instance"}
-                if snapmod.refresh_instances(conn, part, host, insts):
+                named = snapmod.networks_of_changes(conn, (i for i, k, _ in events if k == "instance"))
+                if snapmod.refresh_instances(conn, part, host, insts, named):
                     snapmod.refresh_floating(conn, part, host, refs)
                     self.metrics.partial_reads.inc()
                     return events, part

@@ -167,11 +167,15 @@ def _releases(conn: Connection, host: str) -> tuple[tuple[int, str, str], ...]:
     )
 
 
-def refresh_instances(conn: Connection, snap: Snapshot, host: str, uuids: Iterable[str]) -> bool:
+def refresh_instances(
+    conn: Connection, snap: Snapshot, host: str, uuids: Iterable[str], networks_named: Iterable[int] = ()
+) -> bool:
     """Re-read a few instances into ``snap``: their VIFs (and fixed IPs), this host's
     gateway addresses and the peers of their networks, the floating IPs NATed to them here
-    and the queued releases. False when a network enters this host's share (the caller
-    then reads a fresh snapshot)."""
+    and the queued releases. ``networks_named``: networks the changes were scoped to (a
+    host joined or left them: their peers are read again even when none of the changed
+    VIFs is this host's). False when a network enters this host's share (the caller then
+    reads a fresh snapshot)."""
     wanted = sorted(set(uuids))
     if not wanted:
         return True
@@ -188,6 +192,7 @@ def refresh_instances(conn: Connection, snap: Snapshot, host: str, uuids: Iterab
         del snap.vifs[v.uuid]
     _add_vifs(snap, rows)
     nets = {v.network_id for v in old} | {r.network_id for r in rows}
+    peers_of = nets | {n for n in networks_named if n in snap.networks}
     for nid in nets:
         snap.host_addresses.pop((nid, host), None)
     if nets:
@@ -197,7 +202,7 @@ def refresh_instances(conn: Connection, snap: Snapshot, host: str, uuids: Iterab
             )
         ):
             snap.host_addresses[(h.network_id, host)] = h.address
-    _read_peers(conn, snap, host, nets)
+    _read_peers(conn, snap, host, peers_of)
     # floating IPs NATed here that pointed at the instances' old addresses, or point at
     # their new ones
     stale = [a for a, f in snap.floating.items() if f.fixed_address in old_fixed]
@@ -208,6 +213,18 @@ def refresh_instances(conn: Connection, snap: Snapshot, host: str, uuids: Iterab
     snap.floating_interfaces = frozenset(f.interface for f in snap.floating.values())
     snap.releases = _releases(conn, host)
     return True
+
+
+def networks_of_changes(conn: Connection, ids: Iterable[int]) -> set[int]:
+    """The networks the change rows ``ids`` are scoped to."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    return set(
+        conn.execute(
+            sa.select(changes.c.network_id).where(changes.c.id.in_(wanted), changes.c.network_id.is_not(None))
+        ).scalars()
+    )
 
 
 def pool_members(conn: Connection, addresses: Iterable[str]) -> set[str]:
