@@ -150,8 +150,10 @@ def record(
 
 _NOTIFY_KEY = "novanet_notify"
 _NOTIFY_ONE = sa.text("SELECT pg_notify(:ch, '')")
-_NOTIFY_ALL = sa.text("SELECT pg_notify(ch, '') FROM unnest(CAST(:chs AS text[])) AS ch")
-_NO_FLUSH_WAIT = sa.text("SET LOCAL synchronous_commit = off")
+_NOTIFY_ALL = sa.text(
+    "SELECT set_config('synchronous_commit', 'off', true), pg_notify(ch, '')"
+    " FROM unnest(CAST(:chs AS text[])) AS ch"
+)
 
 
 def _notify(conn: Connection) -> None:
@@ -167,9 +169,11 @@ def _notify(conn: Connection) -> None:
     if not channels:
         return
     try:
-        with conn.begin():
-            conn.execute(_NO_FLUSH_WAIT)
-            conn.execute(_NOTIFY_ALL, {"chs": sorted(channels)})
+        # one statement in autocommit: its own transaction, one round trip; the local
+        # setting is still in force when that transaction commits
+        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+        auto.execute(_NOTIFY_ALL, {"chs": sorted(channels)})
+        auto.commit()
     except DBAPIError as exc:  # the change is committed; agents find it by polling
         log.warning("NOTIFY %s failed: %s", ", ".join(sorted(channels)), str(exc.orig).strip()[:200])
 
