@@ -167,7 +167,7 @@ class Agent:
             snap, newest, recent = self._read_full()
             state = self._with_foreign(desired_state(snap, self.host, self.ctx.config))
             self._released.clear()
-            self._realize(None, state, snap)
+            state = self._realize(None, state, snap)
         except Exception:
             self.metrics.sync_failures.labels("full").inc()
             raise
@@ -235,7 +235,7 @@ class Agent:
                     state = replace(state, foreign_ports=applied.foreign_ports)
                 else:  # a bridge that stops being ours (a NIC's) has foreign ports now
                     state = self._with_foreign(state)
-                self._realize(applied, state, new_snap)
+                state = self._realize(applied, state, new_snap)
         except Exception:
             self.metrics.sync_failures.labels("partial").inc()
             self.needs_full = True
@@ -295,7 +295,9 @@ class Agent:
         )
         return replace(applied, nat=replace(nat, floating=floating))
 
-    def _realize(self, old: HostState | None, new: HostState, snap: Snapshot) -> None:
+    def _realize(self, old: HostState | None, new: HostState, snap: Snapshot) -> HostState:
+        """Make the host carry ``new``; returns what was applied (``new``, with the
+        ports of other bridges read again when a teardown changed them)."""
         r = self.realizers
         if any(b.addresses for b in new.bridges):
             r.forwarding()
@@ -328,7 +330,13 @@ class Agent:
             done.result()  # the first failure of a background part fails the sync
         if bridges_changed:
             self._teardown(new)  # after dnsmasq of a network that left was stopped
+            # a torn-down bridge frees its ports: they are nobody's foreign ports now
+            fresh = self._with_foreign(new)
+            if fresh.foreign_ports != new.foreign_ports:
+                r.nft.apply(nft.delta(new, fresh))
+                new = fresh
         self._release(new)
+        return new
 
     def _realize_dhcp(self, old: HostState | None, new: HostState) -> None:
         r = self.realizers
