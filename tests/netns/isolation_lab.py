@@ -27,6 +27,7 @@ OUTSIDE = "203.0.113.254"
 UNDERLAY, PEER = "192.0.2.1", "192.0.2.2"
 HOST = "atk1"
 VICTIM = "c1111111-1111-4111-8111-111111111111"
+PEER_INSTANCE = "c4444444-4444-4444-8444-444444444444"
 ATTACKER = "c2222222-2222-4222-8222-222222222222"
 OTHER = "c3333333-3333-4333-8333-333333333333"  # another project (VLAN world)
 
@@ -186,12 +187,15 @@ def vxlan_site(lab: Lab, world: World) -> Site:
         "other": _guest(lab, world, conf, host, OTHER, "pb", "voth"),
     }
     assert guests["victim"].bridge == guests["attacker"].bridge != guests["other"].bridge
-    # The peer host, as its agent would have registered it (the test owns this database).
+    # The peer host, as its agent would have registered it (the test owns this database),
+    # with an instance on the victim's network: a host knows as VXLAN peers the hosts that
+    # share its segments.
     with sqlite3.connect(str(lab.root / "novanet.sqlite")) as db:
         db.execute(
             "INSERT INTO hosts (name, underlay_address, created_at) VALUES (?, ?, ?)",
             ("peer1", PEER, time.strftime("%Y-%m-%d %H:%M:%S")),
         )
+    lab.cli(conf, "instance", "allocate", PEER_INSTANCE, "--project-id", "pa", "--host", "peer1")
     lab.start_agent(host, conf, HOST)
     vni = int(guests["victim"].bridge.removeprefix("br"))
 

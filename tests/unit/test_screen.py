@@ -166,7 +166,8 @@ def test_bad_rows_leave_the_rest_of_the_host_converged(env: Env) -> None:  # noq
                 virtual_interfaces.c.instance_uuid == inst, virtual_interfaces.c.network_id != second.id
             )
         ).scalar_one()
-        conn.execute(hosts.insert().values(name="h9", underlay_address="not-an-ip"))
+        # this host's own row (a host's share holds its own and its peers' rows only)
+        conn.execute(hosts.insert().values(name=HOST, underlay_address="not-an-ip"))
     _write(e, virtual_interfaces, virtual_interfaces.c.uuid == vif_uuid, address="fa:16:3e:zz:00:01")
 
     e.agent.step()
@@ -181,7 +182,7 @@ def test_bad_rows_leave_the_rest_of_the_host_converged(env: Env) -> None:  # noq
         [
             f"database: row skipped, floating {bad_fip}: invalid interface name 'pub0\\n': use 1-15"
             " characters of letters, digits, '_', '.', '-'",
-            "database: row skipped, host h9: underlay address 'not-an-ip' is not an IPv4 address",
+            f"database: row skipped, host {HOST}: underlay address 'not-an-ip' is not an IPv4 address",
             f"database: row skipped, network {second.id} ({second.uuid}): invalid bridge name 'br 101;x':"
             " use 1-15 characters of letters, digits, '_', '.', '-'",
             f"database: row skipped, vif {vif_uuid}: MAC 'fa:16:3e:zz:00:01' is not a lower-case MAC",

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy.engine import Connection
@@ -38,7 +39,7 @@ from novanet.host.netlink.base import LinkBackend
 from novanet.host.nft import realizer as nft
 from novanet.host.owned import OwnedBridges, as_built, merged
 from novanet.service import fixed as fixedsvc
-from novanet.service.context import Ctx, run
+from novanet.service.context import CHANNEL, Ctx, host_channel, network_channel, run
 from novanet.vpn.appliance import Appliances
 
 log = logging.getLogger("novanet.agent")
@@ -138,6 +139,11 @@ class Agent:
         """Every change up to this id has been applied (or given up on)."""
         return self.cursor.low
 
+    def channels(self) -> set[str]:
+        """The PostgreSQL NOTIFY channels of this host's scope."""
+        nets = self.snap.networks if self.snap is not None else ()
+        return {CHANNEL, host_channel(self.host), *(network_channel(n) for n in nets)}
+
     # --- reading -------------------------------------------------------------------
 
     def _read_full(self) -> tuple[Snapshot, int, list[int]]:
@@ -147,6 +153,7 @@ class Agent:
             # the next partial sync instead of being counted as applied and missed.
             newest = snapmod.latest_change(conn)
             recent = snapmod.change_ids_after(conn, newest - GAP_WINDOW)
+            self.metrics.snapshot_reads.inc()
             return snapmod.read_snapshot(conn, self.host, self.ctx.config.effective_vpn_ip), newest, recent
 
         return run(self.ctx, tx, write=False)
@@ -187,24 +194,39 @@ class Agent:
         snap, applied, cursor = self.snap, self.applied, self.cursor
 
         before: dict[str, SnapFloating] = {}
+        others: list[int] = []
+        host = self.host
 
         def tx(conn: Connection) -> tuple[list[tuple[int, str, str]], Snapshot]:
-            events = cursor.unseen(snapmod.changes_after(conn, cursor.low))
+            # only the changes of this host's scope; of the others, only their ids
+            mine, other = snapmod.scoped_changes_after(conn, cursor.low, host, snap.networks)
+            others[:] = [i for i in other if i not in cursor.seen]
+            events = cursor.unseen(mine)
             if not events:
                 return events, snap
             kinds = {k for _, k, _ in events}
+            refs = {ref for _, k, ref in events if k == "floating"}
             if kinds == {"floating"}:
-                refs = {ref for _, _, ref in events}
                 before.clear()
                 before.update({a: snap.floating[a] for a in refs if a in snap.floating})
-                snapmod.refresh_floating(conn, snap, self.host, refs)
+                snapmod.refresh_floating(conn, snap, host, refs)
                 return events, snap
-            return events, snapmod.read_snapshot(conn, self.host, self.ctx.config.effective_vpn_ip)
+            if kinds <= {"floating", "instance"}:
+                # a few instances: re-read just them (and their networks' peers), on a copy
+                part = _copy(snap)
+                insts = {ref for _, k, ref in events if k == "instance"}
+                named = snapmod.networks_of_changes(conn, (i for i, k, _ in events if k == "instance"))
+                if snapmod.refresh_instances(conn, part, host, insts, named):
+                    snapmod.refresh_floating(conn, part, host, refs)
+                    self.metrics.partial_reads.inc()
+                    return events, part
+            self.metrics.snapshot_reads.inc()
+            return events, snapmod.read_snapshot(conn, host, self.ctx.config.effective_vpn_ip)
 
         try:
             events, new_snap = run(self.ctx, tx, write=False)
             if not events:
-                cursor.mark((), self.clock())  # holes may have timed out
+                cursor.mark(others, self.clock())  # changes of other hosts; holes may time out
                 self.metrics.pending_changes.set(0)
                 return False
             self.metrics.pending_changes.set(len(events))
@@ -224,7 +246,7 @@ class Agent:
             self.needs_full = True
             raise
         self.snap, self.applied = new_snap, state
-        cursor.mark((i for i, _, _ in events), self.clock())
+        cursor.mark([*(i for i, _, _ in events), *others], self.clock())
         self.metrics.sync_seconds.labels("partial").observe(time.perf_counter() - started)
         self.metrics.pending_changes.set(0)
         self._count(state)
@@ -290,20 +312,27 @@ class Agent:
             r.owned.save(merged(r.owned.load(), as_built(new.bridges)))
             netlink.ensure_bridges(r.links, new.bridges)
             self._attach_ports(new)
-        if old is None:
-            r.nft.apply(nft.full_sync(new))
-        else:
-            cmds = nft.delta(old, new)
-            if cmds:
-                r.nft.apply(cmds)
-        self._bind_floating(old, new, snap)
-        if old is None or old.dhcp != new.dhcp:
-            # a network this host stopped serving loses its dnsmasq now, not at the next
-            # full sync
-            gone = old is not None and {d.network_uuid for d in old.dhcp} - {d.network_uuid for d in new.dhcp}
-            report = r.dhcp.sync(new.dhcp, prune=old is None or bool(gone))
-            if not report.ok:
-                raise RuntimeError(f"dhcp: {report.errors}")
+        background: list[Future[None]] = []
+        pool = ThreadPoolExecutor(2, thread_name_prefix="full-sync") if old is None else None
+        try:
+            if pool is not None:
+                # A full sync's three big independent parts run side by side: the nft
+                # transaction and `ip -batch` of the /32s spend their time in the kernel
+                # (libnftables and ip release the GIL), dnsmasq's files in the filesystem.
+                background.append(pool.submit(r.nft.apply, nft.full_sync(new)))
+                background.append(pool.submit(self._bind_floating, old, new, snap))
+            else:
+                assert old is not None
+                cmds = nft.delta(old, new)
+                if cmds:
+                    r.nft.apply(cmds)
+                self._bind_floating(old, new, snap)
+            self._realize_dhcp(old, new)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
+        for done in background:
+            done.result()  # the first failure of a background part fails the sync
         if r.vpn is not None and (old is None or old.appliances != new.appliances or bridges_changed):
             # before the teardown: an appliance leaves with its network's bridge
             self._vpn_failed = r.vpn.sync(new.appliances)
@@ -316,6 +345,16 @@ class Agent:
                 new = fresh
         self._release(new)
         return new
+
+    def _realize_dhcp(self, old: HostState | None, new: HostState) -> None:
+        r = self.realizers
+        if old is None or old.dhcp != new.dhcp:
+            # a network this host stopped serving loses its dnsmasq now, not at the next
+            # full sync
+            gone = old is not None and {d.network_uuid for d in old.dhcp} - {d.network_uuid for d in new.dhcp}
+            report = r.dhcp.sync(new.dhcp, prune=old is None or bool(gone))
+            if not report.ok:
+                raise RuntimeError(f"dhcp: {report.errors}")
 
     def _with_foreign(self, state: HostState) -> HostState:
         """``state`` with the ports of other bridges of this namespace, exempt from the
@@ -407,7 +446,7 @@ class Agent:
         want, had = by_iface(new), by_iface(old)
         ifaces = set(want) | set(had)
         if old is None:
-            ifaces |= snap.floating_interfaces
+            ifaces |= snap.floating_interfaces | {self.ctx.config.public_interface}
         for iface in sorted(ifaces):
             if not screen.interface_ok(iface) or links.link(iface) is None:
                 if iface in want:
@@ -415,7 +454,10 @@ class Agent:
                 continue
             if old is None:
                 bound = {a.cidr.split("/")[0] for a in links.addresses(iface) if a.cidr.endswith("/32")}
-                had[iface] = bound & snap.floating_addresses
+                # /32s of floating IPs (of any host) bound here: those not NATed here go
+                had[iface] = (bound & want.get(iface, set())) | self._pool_members(
+                    bound - want.get(iface, set())
+                )
             add = want.get(iface, set()) - had.get(iface, set())
             gone = had.get(iface, set()) - want.get(iface, set())
             if add or gone:
@@ -426,6 +468,13 @@ class Agent:
                 )
             if add and self.ctx.config.send_arp_for_ha and self.realizers.arp is not None:
                 self._announce(iface, sorted(add))
+
+    def _pool_members(self, addresses: set[str]) -> set[str]:
+        """Which of ``addresses`` are floating IPs: asked of the database by address, so
+        no snapshot carries the cloud's whole floating pool."""
+        if not addresses:
+            return set()
+        return run(self.ctx, lambda conn: snapmod.pool_members(conn, addresses), write=False)
 
     def _announce(self, iface: str, addresses: list[str]) -> None:
         """Gratuitous ARP takes seconds per address: never inside the sync."""
@@ -518,6 +567,8 @@ class Agent:
         for f in state.nat.floating if state.nat else ():
             want.setdefault(f.interface, set()).add(f.address)
         ifaces = set(want) | (set(snap.floating_interfaces) if snap is not None else set())
+        if snap is not None:
+            ifaces.add(self.ctx.config.public_interface)
         out = []
         for iface in sorted(ifaces):
             if not screen.interface_ok(iface) or self.realizers.links.link(iface) is None:
@@ -526,7 +577,7 @@ class Agent:
                 continue
             bound = {a.cidr[:-3] for a in self.realizers.links.addresses(iface) if a.cidr.endswith("/32")}
             missing = want.get(iface, set()) - bound
-            stale = (bound & snap.floating_addresses) - want.get(iface, set()) if snap is not None else set()
+            stale = self._pool_members(bound - want.get(iface, set())) if snap is not None else set()
             if missing:
                 out.append(f"{len(missing)} not bound on {iface}: {_some(missing)}")
             if stale:
@@ -572,9 +623,10 @@ class Agent:
         cursor = self.cursor
 
         def tx(conn: Connection) -> tuple[Snapshot, list[tuple[int, str, str]]]:
+            self.metrics.snapshot_reads.inc()
             snap = snapmod.read_snapshot(conn, self.host, self.ctx.config.effective_vpn_ip)
             # read after the snapshot: a change committed meanwhile is pending, not missed
-            return snap, cursor.unseen(snapmod.changes_after(conn, cursor.low))
+            return snap, cursor.unseen(snapmod.changes_after(conn, cursor.low, self.host, snap.networks))
 
         snap, pending = run(self.ctx, tx, write=False)
         if pending:
@@ -613,6 +665,19 @@ class Agent:
                 log.warning("drift on %s, repairing: %s", self.host, "; ".join(problems))
                 self.metrics.drift_repairs.inc()
                 self.full_sync()
+
+
+def _copy(snap: Snapshot) -> Snapshot:
+    """A copy of ``snap`` whose dictionaries can be edited (the values are immutable)."""
+    return replace(
+        snap,
+        networks=dict(snap.networks),
+        vifs=dict(snap.vifs),
+        host_addresses=dict(snap.host_addresses),
+        floating=dict(snap.floating),
+        underlay=dict(snap.underlay),
+        network_hosts={k: set(v) for k, v in snap.network_hosts.items()},
+    )
 
 
 def _summary(state: HostState) -> str:

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +59,21 @@ def build_agent(ctx: Ctx, host: str, config_files: Sequence[str]) -> Agent:
 class ChangeWaiter:
     """Sleeps until the change log may hold something new (or ``timeout`` passed).
 
-    PostgreSQL: LISTEN, woken by the NOTIFY each change sends on commit. SQLite: every
+    PostgreSQL: LISTEN on the channels of this host's scope (its own host's, the
+    networks' it carries, and the channel of unscoped changes), woken by the NOTIFY a
+    change sends on commit to the hosts and networks it concerns: a change on another
+    host wakes nothing here. SQLite: every
     agent_poll_interval, a stat of the database and its write-ahead log, which every
     commit changes; the agent reads the database only when they changed (a read every
     10 ms kept an idle agent at ~8% of a core; the stat, ~2%).
     """
 
-    def __init__(self, ctx: Ctx, stop: threading.Event) -> None:
+    def __init__(
+        self, ctx: Ctx, stop: threading.Event, channels: Callable[[], set[str]] | None = None
+    ) -> None:
         self.ctx, self.stop = ctx, stop
+        self.channels = channels or (lambda: {CHANNEL})
+        self._listening: set[str] = set()
         self._pg: Any = None
         db = ctx.engine.url.database if not ctx.is_postgres else None
         self._files = (
@@ -108,13 +115,21 @@ class ChangeWaiter:
             if self._pg is None:
                 raw = self.ctx.engine.raw_connection()
                 self._pg = raw
-                driver: Any = raw.driver_connection
-                driver.autocommit = True
-                driver.execute(f"LISTEN {CHANNEL}")
+                fresh: Any = raw.driver_connection
+                fresh.autocommit = True
+                self._listening = set()
+            driver: Any = self._pg.driver_connection
+            want = self.channels()
+            # channel names are made by host_channel/network_channel: plain identifiers
+            for ch in sorted(want - self._listening):
+                driver.execute(f"LISTEN {ch}")
+            for ch in sorted(self._listening - want):
+                driver.execute(f"UNLISTEN {ch}")
+            self._listening = want
             for _ in self._pg.driver_connection.notifies(timeout=min(timeout, 1.0), stop_after=1):
                 break
         except Exception as exc:  # a lost connection falls back to polling until it is back
-            log.warning("LISTEN %s failed: %s", CHANNEL, exc)
+            log.warning("LISTEN failed: %s", exc)
             self.close()
             self.stop.wait(self.ctx.config.agent_poll_interval)
 
@@ -165,7 +180,7 @@ def run_agent(
         agent.metrics.serve(metrics_port)
     register_host(agent.ctx, agent.host, underlay)
     threading.Thread(target=_heartbeats, args=(agent, role, stop), name="heartbeat", daemon=True).start()
-    waiter = ChangeWaiter(agent.ctx, stop)
+    waiter = ChangeWaiter(agent.ctx, stop, agent.channels)
     backoff = 0.5
     try:
         while not stop.is_set():

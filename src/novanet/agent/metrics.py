@@ -31,6 +31,17 @@ class Metrics:
             "Changes logged in the database and not yet applied",
             registry=self.registry,
         )
+        self.snapshot_reads = Counter(
+            "novanet_snapshot_reads_total",
+            "Reads of this host's whole share of the database (full syncs, drift checks, and"
+            " partial syncs of a change that is not about a few instances or floating IPs)",
+            registry=self.registry,
+        )
+        self.partial_reads = Counter(
+            "novanet_partial_reads_total",
+            "Partial syncs that re-read only the instances a change named",
+            registry=self.registry,
+        )
         self.elements = Gauge(
             "novanet_elements", "Objects this host carries", ["kind"], registry=self.registry
         )

@@ -31,39 +31,26 @@ _FLOATING = (
 )
 
 
-def read_snapshot(conn: Connection, host: str, vpn_ip: str | None = None) -> Snapshot:
-    """Everything ``host`` needs, read in one transaction (a consistent view)."""
-    snap = Snapshot()
-    for row in conn.execute(sa.select(networks)):
-        net = Network.from_row(row)
-        snap.networks[net.id] = net
-    hosted = [n.id for n in snap.networks.values() if not n.multi_host and n.host == host]
-    cond = instances.c.host == host
-    if hosted:
-        cond = sa.or_(cond, virtual_interfaces.c.network_id.in_(hosted))
-    rows = conn.execute(
-        sa.select(
-            virtual_interfaces.c.uuid,
-            virtual_interfaces.c.address.label("mac"),
-            virtual_interfaces.c.network_id,
-            virtual_interfaces.c.instance_uuid,
-            instances.c.host,
-            instances.c.hostname,
-            fixed_ips.c.address,
-        )
-        .select_from(
-            virtual_interfaces.join(
-                instances, instances.c.uuid == virtual_interfaces.c.instance_uuid
-            ).outerjoin(
-                fixed_ips,
-                sa.and_(
-                    fixed_ips.c.virtual_interface_id == virtual_interfaces.c.id,
-                    fixed_ips.c.allocated.is_(True),
-                ),
-            )
-        )
-        .where(cond)
-    ).all()
+_VIFS = sa.select(
+    virtual_interfaces.c.uuid,
+    virtual_interfaces.c.address.label("mac"),
+    virtual_interfaces.c.network_id,
+    virtual_interfaces.c.instance_uuid,
+    instances.c.host,
+    instances.c.hostname,
+    fixed_ips.c.address,
+).select_from(
+    virtual_interfaces.join(instances, instances.c.uuid == virtual_interfaces.c.instance_uuid).outerjoin(
+        fixed_ips,
+        sa.and_(
+            fixed_ips.c.virtual_interface_id == virtual_interfaces.c.id,
+            fixed_ips.c.allocated.is_(True),
+        ),
+    )
+)
+
+
+def _add_vifs(snap: Snapshot, rows: Iterable[Any]) -> None:
     addrs: dict[str, list[str]] = defaultdict(list)
     first: dict[str, Any] = {}
     for r in rows:
@@ -80,38 +67,99 @@ def read_snapshot(conn: Connection, host: str, vpn_ip: str | None = None) -> Sna
             hostname=r.hostname,
             addresses=tuple(sorted(addrs.get(uuid, ()))),
         )
-    for h in conn.execute(
-        sa.select(fixed_ips.c.network_id, fixed_ips.c.host, fixed_ips.c.address).where(
-            fixed_ips.c.host.is_not(None)
+
+
+def _served(snap: Snapshot, host: str) -> list[int]:
+    """The single-host networks ``host`` is the gateway and DHCP server of."""
+    return sorted(n.id for n in snap.networks.values() if not n.multi_host and n.host == host)
+
+
+def _vlan_ids(snap: Snapshot, ids: Iterable[int]) -> list[int]:
+    return sorted(i for i in ids if i in snap.networks and snap.networks[i].vlan is not None)
+
+
+def _read_peers(conn: Connection, snap: Snapshot, host: str, net_ids: Iterable[int]) -> None:
+    """Of ``net_ids``, the VLAN networks' hosts (VXLAN peers): their gateway addresses
+    and the hosts of their instances; and the underlay addresses of every peer."""
+    vlan = _vlan_ids(snap, net_ids)
+    for nid in vlan:
+        snap.network_hosts.pop(nid, None)
+    if vlan:
+        for k in [k for k in snap.host_addresses if k[0] in vlan and k[1] != host]:
+            del snap.host_addresses[k]
+        for h in conn.execute(
+            sa.select(fixed_ips.c.network_id, fixed_ips.c.host, fixed_ips.c.address).where(
+                fixed_ips.c.network_id.in_(vlan), fixed_ips.c.host.is_not(None)
+            )
+        ):
+            snap.host_addresses[(h.network_id, h.host)] = h.address
+        nh: dict[int, set[str]] = defaultdict(set)
+        for p in conn.execute(
+            sa.select(virtual_interfaces.c.network_id, instances.c.host)
+            .select_from(
+                virtual_interfaces.join(instances, instances.c.uuid == virtual_interfaces.c.instance_uuid)
+            )
+            .where(virtual_interfaces.c.network_id.in_(vlan))
+            .distinct()
+        ):
+            nh[p.network_id].add(p.host)
+        snap.network_hosts.update(nh)
+    peers = {host}
+    for hs in snap.network_hosts.values():
+        peers |= hs
+    peers |= {
+        h for nid, h in snap.host_addresses if nid in snap.networks and snap.networks[nid].vlan is not None
+    }
+    wanted = sorted(peers - set(snap.underlay))
+    if wanted:
+        for u in conn.execute(
+            sa.select(hosts.c.name, hosts.c.underlay_address).where(hosts.c.name.in_(wanted))
+        ):
+            if u.underlay_address:
+                snap.underlay[u.name] = u.underlay_address
+
+
+def read_snapshot(conn: Connection, host: str, vpn_ip: str | None = None) -> Snapshot:
+    """What ``host`` needs, read in one transaction (a consistent view), and nothing more.
+
+    Its share of the cloud: the networks it serves or has instances on, their VIFs on
+    this host (every VIF of a network only where this host is its DHCP server), its own
+    gateway addresses, its floating IPs, its queued DHCP releases, and for VLAN networks
+    the hosts sharing the segment with their underlay addresses. Every query is served by
+    an index (docs/benchmarks.md shows the plans); none scans a cloud-wide table.
+    """
+    snap = Snapshot()
+    net_ids: set[int] = set(conn.execute(sa.select(networks.c.id).where(networks.c.host == host)).scalars())
+    if vpn_ip:  # multi-host VLAN networks whose VPN this host holds (vpn_ip): the appliance
+        net_ids |= set(
+            conn.execute(
+                sa.select(networks.c.id).where(networks.c.vpn_public_address == vpn_ip, networks.c.multi_host)
+            ).scalars()
         )
+    for h in conn.execute(
+        sa.select(fixed_ips.c.network_id, fixed_ips.c.address).where(fixed_ips.c.host == host)
     ):
-        snap.host_addresses[(h.network_id, h.host)] = h.address
+        snap.host_addresses[(h.network_id, host)] = h.address
+        net_ids.add(h.network_id)
+    local = conn.execute(_VIFS.where(instances.c.host == host)).all()
+    net_ids |= {r.network_id for r in local}
+    if net_ids:
+        for row in conn.execute(sa.select(networks).where(networks.c.id.in_(sorted(net_ids)))):
+            net = Network.from_row(row)
+            snap.networks[net.id] = net
+    _add_vifs(snap, local)
+    served = _served(snap, host)
+    if served:
+        _add_vifs(
+            snap,
+            conn.execute(_VIFS.where(virtual_interfaces.c.network_id.in_(served), instances.c.host != host)),
+        )
     for f in conn.execute(_FLOATING, {"host": host}):
         snap.floating[f.address] = SnapFloating(f.address, f.fixed_address, f.interface)
-    pool = conn.execute(sa.select(floating_ips.c.address, floating_ips.c.interface)).all()
-    snap.floating_addresses = frozenset(r.address for r in pool)
-    snap.floating_interfaces = frozenset(r.interface for r in pool)
-    snap.releases = tuple(
-        (r.network_id, r.address, r.mac)
-        for r in conn.execute(
-            sa.select(dhcp_releases.c.network_id, dhcp_releases.c.address, dhcp_releases.c.mac).where(
-                dhcp_releases.c.host == host
-            )
-        )
-    )
-    for u in conn.execute(sa.select(hosts.c.name, hosts.c.underlay_address)):
-        if u.underlay_address:
-            snap.underlay[u.name] = u.underlay_address
-    nh: dict[int, set[str]] = defaultdict(set)
-    for p in conn.execute(
-        sa.select(virtual_interfaces.c.network_id, instances.c.host)
-        .select_from(
-            virtual_interfaces.join(instances, instances.c.uuid == virtual_interfaces.c.instance_uuid)
-        )
-        .distinct()
-    ):
-        nh[p.network_id].add(p.host)
-    snap.network_hosts = dict(nh)
+    snap.floating_addresses = frozenset(snap.floating)
+    snap.floating_interfaces = frozenset(f.interface for f in snap.floating.values())
+    snap.releases = _releases(conn, host)
+    _read_peers(conn, snap, host, snap.networks)
     snap.vpn_pools = _vpn_pools(conn, snap, host, vpn_ip)
     return snap
 
@@ -145,6 +193,90 @@ def _vpn_pools(conn: Connection, snap: Snapshot, host: str, vpn_ip: str | None) 
     return out
 
 
+def _releases(conn: Connection, host: str) -> tuple[tuple[int, str, str], ...]:
+    return tuple(
+        (r.network_id, r.address, r.mac)
+        for r in conn.execute(
+            sa.select(dhcp_releases.c.network_id, dhcp_releases.c.address, dhcp_releases.c.mac).where(
+                dhcp_releases.c.host == host
+            )
+        )
+    )
+
+
+def refresh_instances(
+    conn: Connection, snap: Snapshot, host: str, uuids: Iterable[str], networks_named: Iterable[int] = ()
+) -> bool:
+    """Re-read a few instances into ``snap``: their VIFs (and fixed IPs), this host's
+    gateway addresses and the peers of their networks, the floating IPs NATed to them here
+    and the queued releases. ``networks_named``: networks the changes were scoped to (a
+    host joined or left them: their peers are read again even when none of the changed
+    VIFs is this host's). False when a network enters this host's share (the caller then
+    reads a fresh snapshot)."""
+    wanted = sorted(set(uuids))
+    if not wanted:
+        return True
+    old = [v for v in snap.vifs.values() if v.instance_uuid in wanted]
+    old_fixed = {a for v in old for a in v.addresses}
+    served = _served(snap, host)
+    cond = instances.c.host == host
+    if served:
+        cond = sa.or_(cond, virtual_interfaces.c.network_id.in_(served))
+    rows = conn.execute(_VIFS.where(virtual_interfaces.c.instance_uuid.in_(wanted), cond)).all()
+    if any(r.network_id not in snap.networks for r in rows):
+        return False
+    for v in old:
+        del snap.vifs[v.uuid]
+    _add_vifs(snap, rows)
+    nets = {v.network_id for v in old} | {r.network_id for r in rows}
+    peers_of = nets | {n for n in networks_named if n in snap.networks}
+    for nid in nets:
+        snap.host_addresses.pop((nid, host), None)
+    if nets:
+        for h in conn.execute(
+            sa.select(fixed_ips.c.network_id, fixed_ips.c.address).where(
+                fixed_ips.c.host == host, fixed_ips.c.network_id.in_(sorted(nets))
+            )
+        ):
+            snap.host_addresses[(h.network_id, host)] = h.address
+    _read_peers(conn, snap, host, peers_of)
+    # floating IPs NATed here that pointed at the instances' old addresses, or point at
+    # their new ones
+    stale = [a for a, f in snap.floating.items() if f.fixed_address in old_fixed]
+    refresh_floating(conn, snap, host, stale)
+    for f in conn.execute(_FLOATING.where(fixed_ips.c.instance_uuid.in_(wanted)), {"host": host}):
+        snap.floating[f.address] = SnapFloating(f.address, f.fixed_address, f.interface)
+    snap.floating_addresses = frozenset(snap.floating)
+    snap.floating_interfaces = frozenset(f.interface for f in snap.floating.values())
+    snap.releases = _releases(conn, host)
+    return True
+
+
+def networks_of_changes(conn: Connection, ids: Iterable[int]) -> set[int]:
+    """The networks the change rows ``ids`` are scoped to."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    return set(
+        conn.execute(
+            sa.select(changes.c.network_id).where(changes.c.id.in_(wanted), changes.c.network_id.is_not(None))
+        ).scalars()
+    )
+
+
+def pool_members(conn: Connection, addresses: Iterable[str]) -> set[str]:
+    """Which of ``addresses`` are floating IPs (of any host): one index probe each."""
+    wanted = sorted(set(addresses))
+    out: set[str] = set()
+    for i in range(0, len(wanted), 1000):
+        out |= set(
+            conn.execute(
+                sa.select(floating_ips.c.address).where(floating_ips.c.address.in_(wanted[i : i + 1000]))
+            ).scalars()
+        )
+    return out
+
+
 def refresh_floating(conn: Connection, snap: Snapshot, host: str, addresses: Iterable[str]) -> None:
     """Re-read a few floating IPs into ``snap`` (the hot path of associate/disassociate)."""
     wanted = sorted(set(addresses))
@@ -171,13 +303,35 @@ def change_ids_after(conn: Connection, after: int) -> list[int]:
     return list(conn.execute(sa.select(changes.c.id).where(changes.c.id > after)).scalars())
 
 
-def changes_after(conn: Connection, after: int) -> list[tuple[int, str, str]]:
-    rows = conn.execute(
-        sa.select(changes.c.id, changes.c.kind, changes.c.ref)
-        .where(changes.c.id > after)
-        .order_by(changes.c.id)
-    )
-    return [(r.id, r.kind, r.ref) for r in rows]
+def _in_scope(host: str, network_ids: Iterable[int]) -> Any:
+    nets = sorted(set(network_ids))
+    cond = sa.or_(changes.c.host == host, sa.and_(changes.c.host.is_(None), changes.c.network_id.is_(None)))
+    if nets:
+        cond = sa.or_(cond, changes.c.network_id.in_(nets))
+    return cond
+
+
+def changes_after(
+    conn: Connection, after: int, host: str | None = None, network_ids: Iterable[int] = ()
+) -> list[tuple[int, str, str]]:
+    """The changes above ``after``: with ``host``, only those of its scope (its own host,
+    the networks ``network_ids`` it carries, and the unscoped ones), by index."""
+    stmt = sa.select(changes.c.id, changes.c.kind, changes.c.ref).where(changes.c.id > after)
+    if host is not None:
+        stmt = stmt.where(_in_scope(host, network_ids))
+    return [(r.id, r.kind, r.ref) for r in conn.execute(stmt.order_by(changes.c.id))]
+
+
+def scoped_changes_after(
+    conn: Connection, after: int, host: str, network_ids: Iterable[int]
+) -> tuple[list[tuple[int, str, str]], list[int]]:
+    """(changes of ``host``'s scope above ``after``, ids of every other change above it).
+
+    The other ids are read (from the primary key alone, no row) so that the cursor can
+    tell a change of another host from a hole left by a transaction still committing."""
+    mine = changes_after(conn, after, host, network_ids)
+    ids = set(change_ids_after(conn, after)) - {i for i, _, _ in mine}
+    return mine, sorted(ids)
 
 
 def register_host(ctx: Ctx, host: str, underlay_address: str | None) -> None:
@@ -197,9 +351,24 @@ def register_host(ctx: Ctx, host: str, underlay_address: str | None) -> None:
                 .values(underlay_address=underlay_address, updated_at=now)
             )
         if changed:
-            # Other hosts' VXLAN peers depend on it.
+            # Other hosts' VXLAN peers depend on it: the hosts sharing its networks.
             from novanet.service.context import record
 
-            record(ctx, conn, "host", host)
+            nets = set(
+                conn.execute(
+                    sa.select(virtual_interfaces.c.network_id)
+                    .select_from(
+                        instances.join(
+                            virtual_interfaces, virtual_interfaces.c.instance_uuid == instances.c.uuid
+                        )
+                    )
+                    .where(instances.c.host == host)
+                    .distinct()
+                ).scalars()
+            )
+            nets |= set(
+                conn.execute(sa.select(fixed_ips.c.network_id).where(fixed_ips.c.host == host)).scalars()
+            )
+            record(ctx, conn, "host", host, hosts=[host], networks=nets)
 
     run(ctx, tx)

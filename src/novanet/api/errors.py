@@ -47,7 +47,7 @@ STATUS: tuple[tuple[type[E.NovanetError], int], ...] = (
     (E.Conflict, 409),
     (E.InvalidInput, 400),
     (E.ConfigError, 500),
-    (E.DatabaseError, 503),
+    (E.DatabaseError, 503),  # DatabaseUnavailable: also Retry-After
     (E.NovanetError, 400),
 )
 
@@ -97,6 +97,8 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         if status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc.message)
+        if isinstance(exc, E.DatabaseUnavailable):
+            return fault(status, exc.message, {"Retry-After": str(exc.retry_after)})
         return fault(status, exc.message)
 
     @app.exception_handler(RequestValidationError)
@@ -114,5 +116,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        from novanet.db.outage import is_outage, unavailable
+
+        if is_outage(exc):  # a database call outside a unit of work, during an outage
+            down = unavailable(exc)
+            log.error("%s %s: %s", request.method, request.url.path, down.message)
+            return fault(503, down.message, {"Retry-After": str(down.retry_after)})
         log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
         return fault(500, "internal error; the server log has the details")

@@ -150,6 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("NOVANET_DEBUG") == "1":
             traceback.print_exc()
+        from novanet.db.outage import is_outage, unavailable
+
+        if is_outage(exc):  # a database call outside a unit of work, during an outage
+            down = unavailable(exc)
+            _err(down.message)
+            return down.exit_code
         detail = str(exc).strip().splitlines()
         first = f"{type(exc).__name__}: {detail[0]}" if detail else type(exc).__name__
         sys.stderr.write(f"{PROG}: internal error: {first}\n")

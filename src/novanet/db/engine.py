@@ -129,5 +129,9 @@ def current_revision(engine: Engine) -> str | None:
             row = conn.execute(sa.text("SELECT version_num FROM alembic_version")).first()
             return None if row is None else str(row[0])
     except DBAPIError as exc:
+        from novanet.db.outage import is_outage, unavailable
+
+        if is_outage(exc):
+            raise unavailable(exc) from None
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
         raise DatabaseError(f"cannot use the database {describe(engine)}: {first}") from None

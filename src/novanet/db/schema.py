@@ -48,7 +48,7 @@ networks = sa.Table(
     sa.Column("vpn_public_port", sa.Integer, nullable=True),
     sa.Column("vpn_private_address", sa.String(39), nullable=True),
     sa.Column("project_id", sa.String(255), nullable=True, index=True),
-    sa.Column("host", sa.String(255), nullable=True),
+    sa.Column("host", sa.String(255), nullable=True, index=True),
     sa.Column("priority", sa.Integer, nullable=True),
     sa.Column("rxtx_base", sa.Integer, nullable=True),
     sa.Column("manager", sa.String(16), nullable=False),
@@ -125,6 +125,13 @@ fixed_ips = sa.Table(
         postgresql_where=sa.text("host IS NOT NULL"),
     ),
     sa.Index("ix_fixed_ips_network_id_id", "network_id", "id"),
+    # A host's own gateway/DHCP addresses (the scoped snapshot reads them by host).
+    sa.Index(
+        "ix_fixed_ips_host",
+        "host",
+        sqlite_where=sa.text("host IS NOT NULL"),
+        postgresql_where=sa.text("host IS NOT NULL"),
+    ),
 )
 
 floating_ips = sa.Table(
@@ -174,8 +181,10 @@ dhcp_releases = sa.Table(
     sa.UniqueConstraint("address", "mac"),
 )
 
-# What changed, for the host agents: one row per changed object, read in id order.
-# kind: network (ref = uuid), instance (uuid), floating (address).
+# What changed, for the host agents: one row per changed object and scope, read in id
+# order. kind: network (ref = uuid), instance (uuid), floating (address), host (name).
+# Scope: the host (``host``) or the network (``network_id``) the row concerns; an agent
+# reads the rows of its own host and of the networks it carries. Both NULL: every host.
 changes = sa.Table(
     "changes",
     metadata,
@@ -183,6 +192,16 @@ changes = sa.Table(
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("ref", sa.String(255), nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False, server_default=sa.func.now()),
+    sa.Column("host", sa.String(255), nullable=True),
+    sa.Column("network_id", sa.Integer, nullable=True),
+    sa.Index("ix_changes_host_id", "host", "id"),
+    sa.Index("ix_changes_network_id_id", "network_id", "id"),
+    sa.Index(
+        "ix_changes_global",
+        "id",
+        sqlite_where=sa.text("host IS NULL AND network_id IS NULL"),
+        postgresql_where=sa.text("host IS NULL AND network_id IS NULL"),
+    ),
     sqlite_autoincrement=True,
 )
 

@@ -89,6 +89,14 @@ class DatabaseError(NovanetError):
     exit_code = 7
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached (down, restarting, failing over): try again later.
+    The API answers 503 with Retry-After; agents keep the host as it is and retry."""
+
+    code = "database_unavailable"
+    retry_after = 5  # seconds, the API's Retry-After
+
+
 class Unauthorized(NovanetError):
     """A request without a valid token (missing, unknown, expired or revoked)."""
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -20,10 +21,12 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from novanet.config import Config
+from novanet.db.outage import is_outage, unavailable
 from novanet.db.schema import changes
 from novanet.domain.errors import Conflict, DatabaseError
 
 T = TypeVar("T")
+log = logging.getLogger("novanet.service")
 
 _INSERT_CHANGE = changes.insert()
 
@@ -73,11 +76,19 @@ def run(ctx: Ctx, fn: Callable[[Connection], T], *, write: bool = True) -> T:
         try:
             with ctx.engine.connect() as conn:
                 conn.info["begin_mode"] = "IMMEDIATE" if write else "DEFERRED"
-                with conn.begin():
-                    return fn(conn)
+                conn.info[_NOTIFY_KEY] = set()
+                try:
+                    with conn.begin():
+                        result = fn(conn)
+                    _notify(conn)
+                finally:
+                    conn.info.pop(_NOTIFY_KEY, None)
+                return result
         except Retry as exc:
             last = exc
         except DBAPIError as exc:
+            if is_outage(exc):
+                raise unavailable(exc) from exc
             if not _retryable(exc):
                 first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
                 raise DatabaseError(f"database error: {first}") from exc
@@ -88,20 +99,83 @@ def run(ctx: Ctx, fn: Callable[[Connection], T], *, write: bool = True) -> T:
     raise Conflict(f"gave up after {MAX_ATTEMPTS} attempts against concurrent changes: {detail}")
 
 
-CHANNEL = "novanet_changes"
+CHANNEL = "novanet_changes"  # changes that concern every host (no scope given)
 
 
-def record(ctx: Ctx, conn: Connection, kind: str, *refs: str) -> None:
+def host_channel(host: str) -> str:
+    """The NOTIFY channel of one host: a short, safe identifier whatever the name holds."""
+    return "novanet_h_" + hashlib.blake2b(host.encode(), digest_size=8).hexdigest()
+
+
+def network_channel(network_id: int) -> str:
+    return f"novanet_n_{int(network_id)}"
+
+
+def record(
+    ctx: Ctx,
+    conn: Connection,
+    kind: str,
+    *refs: str,
+    hosts: Iterable[str | None] = (),
+    networks: Iterable[int | None] = (),
+) -> None:
     """Log what changed for the host agents, in the same transaction as the change.
 
-    PostgreSQL also wakes listening agents (NOTIFY is delivered on commit); SQLite agents
-    poll the log.
+    ``hosts`` and ``networks`` say whom it concerns: one row per ref and scope, and an
+    agent reads only the rows of its host and of the networks it carries. With neither,
+    the change concerns every host (one unscoped row per ref). PostgreSQL also wakes the
+    agents concerned (NOTIFY on the host's or the network's channel, delivered on commit);
+    SQLite agents poll the log.
     """
     if not refs:
         return
-    conn.execute(_INSERT_CHANGE, [{"kind": kind, "ref": r} for r in refs])
+    scope_hosts = sorted({h for h in hosts if h})
+    scope_nets = sorted({int(n) for n in networks if n is not None})
+    rows: list[dict[str, object]] = []
+    for r in refs:
+        rows += [{"kind": kind, "ref": r, "host": h, "network_id": None} for h in scope_hosts]
+        rows += [{"kind": kind, "ref": r, "host": None, "network_id": n} for n in scope_nets]
+        if not scope_hosts and not scope_nets:
+            rows.append({"kind": kind, "ref": r, "host": None, "network_id": None})
+    conn.execute(_INSERT_CHANGE, rows)
     if ctx.is_postgres:
-        conn.execute(sa.text("SELECT pg_notify(:ch, '')"), {"ch": CHANNEL})
+        channels = [host_channel(h) for h in scope_hosts] + [network_channel(n) for n in scope_nets]
+        pending = conn.info.get(_NOTIFY_KEY)
+        if pending is None:  # not inside run(): notify with the change, as a plain NOTIFY
+            for ch in channels or [CHANNEL]:
+                conn.execute(_NOTIFY_ONE, {"ch": ch})
+        else:
+            pending.update(channels or [CHANNEL])
+
+
+_NOTIFY_KEY = "novanet_notify"
+_NOTIFY_ONE = sa.text("SELECT pg_notify(:ch, '')")
+_NOTIFY_ALL = sa.text(
+    "SELECT set_config('synchronous_commit', 'off', true), pg_notify(ch, '')"
+    " FROM unnest(CAST(:chs AS text[])) AS ch"
+)
+
+
+def _notify(conn: Connection) -> None:
+    """Wake the agents a committed unit concerns: after its commit, in a transaction of its
+    own that does not wait for its WAL flush.
+
+    PostgreSQL serializes the commits of transactions that NOTIFY (a database-wide lock
+    held until the commit is flushed): with the NOTIFY inside each allocation, concurrent
+    writers committed one flush at a time. A wake-up is only a hint (agents also poll the
+    change log every second), so it may go after the commit and may be lost in a crash.
+    """
+    channels = conn.info.pop(_NOTIFY_KEY, None)
+    if not channels:
+        return
+    try:
+        # one statement in autocommit: its own transaction, one round trip; the local
+        # setting is still in force when that transaction commits
+        auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+        auto.execute(_NOTIFY_ALL, {"chs": sorted(channels)})
+        auto.commit()
+    except DBAPIError as exc:  # the change is committed; agents find it by polling
+        log.warning("NOTIFY %s failed: %s", ", ".join(sorted(channels)), str(exc.orig).strip()[:200])
 
 
 def lock(ctx: Ctx, conn: Connection, key: str) -> None:

@@ -262,7 +262,7 @@ def release(
                 .where(floating_ips.c.id == row.id)
                 .values(fixed_ip_id=None, host=None, updated_at=utcnow())
             )
-            record(ctx, conn, "floating", row.address)
+            record(ctx, conn, "floating", row.address, hosts=[row.host])
             row = _find(conn, ctx, address)
         if row.project_id is None:
             raise Conflict(f"floating IP {row.address} is not allocated to any project")
@@ -313,12 +313,14 @@ def associate_in(
     else:
         target = fixed[0]
     net = Network.from_row(conn.execute(sa.select(networks).where(networks.c.id == target.network_id)).one())
+    new_host = nat_host(net, instance.host)
     conn.execute(
         floating_ips.update()
         .where(floating_ips.c.id == row.id)
-        .values(fixed_ip_id=target.id, host=nat_host(net, instance.host), updated_at=utcnow())
+        .values(fixed_ip_id=target.id, host=new_host, updated_at=utcnow())
     )
-    record(ctx, conn, "floating", row.address)
+    # the host that NATed it before (a move) and the one that NATs it now
+    record(ctx, conn, "floating", row.address, hosts=[row.host, new_host])
     return _one(conn, row.address)
 
 
@@ -374,7 +376,7 @@ def disassociate(ctx: Ctx, address: str, project_id: str | None = None) -> dict[
             .where(floating_ips.c.id == row.id)
             .values(fixed_ip_id=None, host=None, updated_at=utcnow())
         )
-        record(ctx, conn, "floating", row.address)
+        record(ctx, conn, "floating", row.address, hosts=[row.host])
         return info
 
     return run(ctx, tx)

@@ -33,6 +33,7 @@ from novanet.domain.modes import VLAN, Mode
 from novanet.domain.netinfo import FixedAddress, VifView, network_info
 from novanet.service import fixed as fixedsvc
 from novanet.service import floating as floatingsvc
+from novanet.service import scope
 from novanet.service.context import Ctx, Retry, lock, record, run, utcnow
 from novanet.service.networks import find_network, networks_by_ids
 
@@ -110,7 +111,8 @@ def allocate_for_instance(ctx: Ctx, mode: Mode, req: AllocateRequest) -> list[di
             first = views[0]
             fixed = (FixedAddress(first.fixed[0].address, (addr,)), *first.fixed[1:])
             views[0] = replace(first, fixed=fixed)
-        record(ctx, conn, "instance", uuid)
+        hosts, scoped = scope.instance_scope(conn, req.host, (n.id for n, _ in nets), uuid)
+        record(ctx, conn, "instance", uuid, hosts=hosts, networks=scoped)
         # Built from what was just written: no second read of the same rows.
         return network_info(views)
 
@@ -305,6 +307,63 @@ def show(ctx: Ctx, instance_uuid: str) -> dict[str, Any]:
     return run(ctx, tx, write=False)
 
 
+# Statements of the deallocation path, built once (building them cost more than running
+# them on SQLite).
+_D_INSTANCE = sa.select(instances).where(instances.c.uuid == sa.bindparam("uuid"))
+_D_FIXED = (
+    sa.select(
+        fixed_ips.c.id,
+        fixed_ips.c.address,
+        fixed_ips.c.leased,
+        fixed_ips.c.network_id,
+        virtual_interfaces.c.address.label("mac"),
+        networks.c.manager,
+        networks.c.multi_host,
+        networks.c.host.label("net_host"),
+    )
+    .select_from(
+        fixed_ips.join(networks, networks.c.id == fixed_ips.c.network_id).outerjoin(
+            virtual_interfaces,
+            virtual_interfaces.c.id == fixed_ips.c.virtual_interface_id,
+        )
+    )
+    .where(fixed_ips.c.instance_uuid == sa.bindparam("uuid"), fixed_ips.c.allocated.is_(True))
+)
+_ON_INSTANCE = floating_ips.c.fixed_ip_id.in_(sa.bindparam("ids", expanding=True))
+_D_FLOATING_AUTO = (
+    floating_ips.update()
+    .where(_ON_INSTANCE, floating_ips.c.auto_assigned.is_(True))
+    .values(fixed_ip_id=None, host=None, project_id=None, auto_assigned=False, updated_at=sa.bindparam("now"))
+)
+_D_FLOATING = (
+    floating_ips.update()
+    .where(_ON_INSTANCE)
+    .values(fixed_ip_id=None, host=None, updated_at=sa.bindparam("now"))
+)
+_D_RELEASE = dhcp_releases.insert()
+_D_FREE = (
+    fixed_ips.update()
+    .where(fixed_ips.c.id == sa.bindparam("fid"))
+    .values(
+        instance_uuid=None,
+        virtual_interface_id=None,
+        allocated=False,
+        leased=False,
+        updated_at=sa.bindparam("now"),
+    )
+)
+_D_AWAIT = (
+    fixed_ips.update()
+    .where(fixed_ips.c.id == sa.bindparam("fid"))
+    .values(allocated=False, virtual_interface_id=None, updated_at=sa.bindparam("now"))
+)
+_D_VIF_NETS = sa.select(virtual_interfaces.c.network_id).where(
+    virtual_interfaces.c.instance_uuid == sa.bindparam("uuid")
+)
+_D_DELETE_VIFS = virtual_interfaces.delete().where(virtual_interfaces.c.instance_uuid == sa.bindparam("uuid"))
+_D_DELETE_INSTANCE = instances.delete().where(instances.c.uuid == sa.bindparam("uuid"))
+
+
 def deallocate_for_instance(ctx: Ctx, instance_uuid: str) -> dict[str, Any]:
     """Undo an allocation: floating IPs off (auto-assigned ones back to the pool), fixed IPs
     freed now or after their lease is gone, VIFs and the instance removed."""
@@ -312,68 +371,48 @@ def deallocate_for_instance(ctx: Ctx, instance_uuid: str) -> dict[str, Any]:
     cfg = ctx.config
 
     def tx(conn: Connection) -> dict[str, Any]:
-        inst = conn.execute(sa.select(instances).where(instances.c.uuid == uuid)).first()
+        inst = conn.execute(_D_INSTANCE, {"uuid": uuid}).first()
         if inst is None:
             raise NotFound(f"instance {uuid} not found")
-        rows = conn.execute(
-            sa.select(
-                fixed_ips.c.id,
-                fixed_ips.c.address,
-                fixed_ips.c.leased,
-                fixed_ips.c.network_id,
-                virtual_interfaces.c.address.label("mac"),
-                networks.c.manager,
-                networks.c.multi_host,
-                networks.c.host.label("net_host"),
-            )
-            .select_from(
-                fixed_ips.join(networks, networks.c.id == fixed_ips.c.network_id).outerjoin(
-                    virtual_interfaces,
-                    virtual_interfaces.c.id == fixed_ips.c.virtual_interface_id,
-                )
-            )
-            .where(fixed_ips.c.instance_uuid == uuid, fixed_ips.c.allocated.is_(True))
-        ).all()
+        rows = conn.execute(_D_FIXED, {"uuid": uuid}).all()
+        now = utcnow()
         ids = [r.id for r in rows]
         if ids:
-            on_instance = floating_ips.c.fixed_ip_id.in_(ids)
-            conn.execute(
-                floating_ips.update()
-                .where(on_instance, floating_ips.c.auto_assigned.is_(True))
-                .values(
-                    fixed_ip_id=None, host=None, project_id=None, auto_assigned=False, updated_at=utcnow()
-                )
-            )
-            conn.execute(
-                floating_ips.update()
-                .where(on_instance)
-                .values(fixed_ip_id=None, host=None, updated_at=utcnow())
-            )
+            conn.execute(_D_FLOATING_AUTO, {"ids": ids, "now": now})
+            conn.execute(_D_FLOATING, {"ids": ids, "now": now})
         freed, waiting = [], []
+        free_now, await_release, releases = [], [], []
         for r in rows:
             dhcp = r.manager != "flat"
             if not dhcp or (cfg.force_dhcp_release and not r.leased):
-                values = fixedsvc.disassociate_values()
+                free_now.append({"fid": r.id, "now": now})
                 freed.append(r.address)
             else:
-                values = {"allocated": False, "virtual_interface_id": None, "updated_at": utcnow()}
+                await_release.append({"fid": r.id, "now": now})
                 waiting.append(r.address)
             if dhcp and cfg.force_dhcp_release and r.mac is not None:
                 # Queued even when no lease was reported: a lease the database missed
                 # must not keep dnsmasq from offering the address to its next owner.
-                conn.execute(
-                    dhcp_releases.insert().values(
-                        network_id=r.network_id,
-                        host=inst.host if r.multi_host else r.net_host,
-                        address=r.address,
-                        mac=r.mac,
-                        created_at=utcnow(),
-                    )
+                releases.append(
+                    {
+                        "network_id": r.network_id,
+                        "host": inst.host if r.multi_host else r.net_host,
+                        "address": r.address,
+                        "mac": r.mac,
+                        "created_at": now,
+                    }
                 )
-            conn.execute(fixed_ips.update().where(fixed_ips.c.id == r.id).values(**values))
-        conn.execute(virtual_interfaces.delete().where(virtual_interfaces.c.instance_uuid == uuid))
-        conn.execute(instances.delete().where(instances.c.uuid == uuid))
-        record(ctx, conn, "instance", uuid)
+        if releases:
+            conn.execute(_D_RELEASE, releases)
+        if free_now:
+            conn.execute(_D_FREE, free_now)
+        if await_release:
+            conn.execute(_D_AWAIT, await_release)
+        vif_nets = list(conn.execute(_D_VIF_NETS, {"uuid": uuid}).scalars())
+        conn.execute(_D_DELETE_VIFS, {"uuid": uuid})
+        conn.execute(_D_DELETE_INSTANCE, {"uuid": uuid})
+        hosts, nets = scope.instance_scope(conn, inst.host, vif_nets, uuid)
+        record(ctx, conn, "instance", uuid, hosts=hosts, networks=nets)
         return {"uuid": uuid, "freed": freed, "awaiting_release": waiting}
 
     return run(ctx, tx)

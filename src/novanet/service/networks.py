@@ -285,7 +285,9 @@ def _create(
                 progress(done, total)
         row = conn.execute(sa.select(networks).where(networks.c.id == net_id)).one()
         created.append(Network.from_row(row))
-    record(ctx, conn, "network", *(n.uuid for n in created))
+    # a new network has no host and no instance yet: it concerns no agent
+    for n in created:
+        record(ctx, conn, "network", n.uuid, networks=[n.id])
     return created
 
 
@@ -314,7 +316,10 @@ def add_to_project(ctx: Ctx, project: str, ref: str | None = None) -> Network:
     def tx(conn: Connection) -> Network:
         lock(ctx, conn, "networks:associate")
         row = conn.execute(
-            sa.select(networks.c.uuid).where(networks.c.project_id.is_(None)).order_by(networks.c.id).limit(1)
+            sa.select(networks.c.uuid, networks.c.id, networks.c.host)
+            .where(networks.c.project_id.is_(None))
+            .order_by(networks.c.id)
+            .limit(1)
         ).first()
         if row is None:
             raise NoMoreNetworks("no network left without a project; create one first")
@@ -323,7 +328,7 @@ def add_to_project(ctx: Ctx, project: str, ref: str | None = None) -> Network:
             .where(networks.c.uuid == row.uuid, networks.c.project_id.is_(None))
             .values(project_id=project, updated_at=utcnow())
         )
-        record(ctx, conn, "network", row.uuid)
+        record(ctx, conn, "network", row.uuid, hosts=[row.host], networks=[row.id])
         return find_network(conn, row.uuid)
 
     return run(ctx, tx)
@@ -395,7 +400,7 @@ def delete_network(
         conn.execute(dhcp_releases.delete().where(dhcp_releases.c.network_id == net.id))
         conn.execute(fixed_ips.delete().where(fixed_ips.c.network_id == net.id))
         conn.execute(networks.delete().where(networks.c.id == net.id))
-        record(ctx, conn, "network", net.uuid)
+        record(ctx, conn, "network", net.uuid, hosts=[net.host], networks=[net.id])
         return net
 
     return run(ctx, tx)
@@ -442,7 +447,8 @@ def modify_network(
         if disassociate_host:
             values["host"] = None
         conn.execute(networks.update().where(networks.c.id == net.id).values(**values))
-        record(ctx, conn, "network", net.uuid)
+        # the host it had and the one it gets, and every host carrying it
+        record(ctx, conn, "network", net.uuid, hosts=[net.host, values.get("host")], networks=[net.id])
         return find_network(conn, net.uuid)
 
     return run(ctx, tx)

@@ -405,7 +405,7 @@ def change(ctx: Ctx, project: str, ip: str, port: int) -> list[Network]:
             .where(networks.c.id == net.id)
             .values(vpn_public_address=address, vpn_public_port=port, updated_at=utcnow())
         )
-        record(ctx, conn, "network", net.uuid)
+        record(ctx, conn, "network", net.uuid, hosts=[net.host], networks=[net.id])
         return [Network.from_row(conn.execute(sa.select(networks).where(networks.c.id == net.id)).one())]
 
     return run(ctx, tx)
