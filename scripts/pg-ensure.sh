@@ -67,6 +67,23 @@ done
 pg_isready -q -h "$PG_HOST" -p "$PG_PORT" \
     || die "server not accepting TCP connections on $PG_HOST:$PG_PORT (see /var/log/postgresql/)"
 
+# --- connections ------------------------------------------------------------------
+# The end-to-end tests run several API processes (a pool each), agents (LISTEN plus
+# queries), CLI calls and a lease script per DHCP event against this one server at once:
+# Debian's default of 100 connections is too tight for that. Raised once (a restart).
+MIN_CONNECTIONS=300
+max_conn="$(pg_psql -d postgres -tA -c 'SHOW max_connections')"
+if ((max_conn < MIN_CONNECTIONS)); then
+    log "max_connections $max_conn -> $MIN_CONNECTIONS (restarting cluster $ver/$name)"
+    pg_psql -d postgres -c "ALTER SYSTEM SET max_connections = $MIN_CONNECTIONS"
+    "${AS_ROOT[@]}" pg_ctlcluster "$ver" "$name" restart >&2
+    for _ in $(seq 1 60); do
+        if pg_isready -q -h "$PG_HOST" -p "$PG_PORT"; then break; fi
+        sleep 0.5
+    done
+    pg_isready -q -h "$PG_HOST" -p "$PG_PORT" || die "server did not come back after the restart"
+fi
+
 # --- role and database --------------------------------------------------------
 # Values travel as psql variables and are quoted by the server (:'x' literal,
 # format %I/%L), never spliced into SQL by the shell. psql only interpolates

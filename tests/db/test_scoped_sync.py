@@ -108,9 +108,9 @@ def cloud(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cloud]:
     reads: dict[str, list[str]] = {"hA": [], "hB": []}
     real_read = snapmod.read_snapshot
 
-    def counting_read(conn: sa.Connection, host: str) -> Any:
+    def counting_read(conn: sa.Connection, host: str, vpn_ip: str | None = None) -> Any:
         reads[host].append(host)
-        return real_read(conn, host)
+        return real_read(conn, host, vpn_ip)
 
     monkeypatch.setattr(snapmod, "read_snapshot", counting_read)
 

@@ -87,7 +87,8 @@ class PgRelay:
         self.path.chmod(0o777)  # dnsmasq's lease script runs unprivileged
         self.server.listen(64)
         self.closed = threading.Event()
-        self.conns: list[socket.socket] = []
+        self.conns: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 
@@ -96,19 +97,27 @@ class PgRelay:
             try:
                 client, _ = self.server.accept()
             except OSError:
-                return
+                if self.closed.is_set():
+                    return
+                time.sleep(0.05)  # e.g. out of descriptors for a moment: keep serving
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=10)
             except OSError:
                 client.close()
                 continue
             upstream.settimeout(None)
-            self.conns += [client, upstream]
+            pair = (client, upstream)
+            with self.lock:
+                self.conns.append(pair)
+            done = threading.Semaphore(0)
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(a, b, pair, done), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(
+        self, src: socket.socket, dst: socket.socket, pair: tuple[socket.socket, socket.socket],
+        done: threading.Semaphore,
+    ) -> None:  # fmt: skip
         try:
             while data := src.recv(65536):
                 dst.sendall(data)
@@ -118,6 +127,16 @@ class PgRelay:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+        # the second direction to end closes both sockets: hundreds of short connections
+        # (one per lease event and CLI call) must not exhaust the test's descriptors
+        if done.acquire(blocking=False):
+            with self.lock:
+                if pair in self.conns:
+                    self.conns.remove(pair)
+            for s in pair:
+                s.close()
+        else:
+            done.release()
 
     def url(self, db_url: str) -> str:
         """``db_url`` through this relay."""
@@ -132,10 +151,13 @@ class PgRelay:
             self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
         self.thread.join(timeout=10)
-        for c in self.conns:
-            with contextlib.suppress(OSError):
-                c.shutdown(socket.SHUT_RDWR)
-            c.close()
+        with self.lock:
+            pairs, self.conns = self.conns, []
+        for pair in pairs:
+            for c in pair:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
+                c.close()
 
 
 def _free_port() -> int:
