@@ -202,7 +202,12 @@ def test_a_bad_row_never_stops_the_host(lab: Lab, world: World) -> None:
         timings.append(round(time.monotonic() - t0, 1))
     eventually(lambda: _check(host, conf)[0] == 0, 30, 0.5, "convergence once every row is good again")
     assert lab.dhcp(vms["pb"]) == _fixed(pb)  # the other project is served again too
-    assert lab.agent_log(HOST).count("database row skipped") >= len(cases)  # logged, once per row
+    # Logged once per row at most, never at every sync: a row changed behind the change
+    # log's back is seen by a full read (the periodic check, `agent check` above), not by
+    # the incremental syncs of the healthy project's instances.
+    agent_log = lab.agent_log(HOST)
+    logged = [agent_log.count(f"database row skipped on {HOST}: {needle}") for *_, needle in cases]
+    assert max(logged) == 1, (logged, agent_log)
     print("seconds per bad row:", timings)
 
 

@@ -110,6 +110,8 @@ def _read_peers(conn: Connection, snap: Snapshot, host: str, net_ids: Iterable[i
     peers |= {
         h for nid, h in snap.host_addresses if nid in snap.networks and snap.networks[nid].vlan is not None
     }
+    # a single-host VLAN network's gateway host is a peer of every host with its instances
+    peers |= {n.host for n in snap.networks.values() if n.vlan is not None and n.host and not n.multi_host}
     wanted = sorted(peers - set(snap.underlay))
     if wanted:
         for u in conn.execute(
