@@ -154,21 +154,22 @@ def _print_summary(sb: Any, nv: str, opt: str) -> None:
         output.message(f"  ip netns exec {s['outside']['namespace']} ping -c 1 {first['floating_ip']}")
         if s["guest"] == "qemu":
             output.message(f"  {nv} sandbox console{opt} {first['name']}")
+    output.message(f"  novanet --config-file {s['config']} fixed list   (or floating list, service list)")
+    output.message(f"  {nv} sandbox status{opt}")
+    output.message(f"  {nv} sandbox down{opt}")
     vpn = s["vpn"]
     if vpn:
         output.message("")
         output.message(
             f"VPN of project {vpn['project']}: {vpn['state']} on {vpn['public_ip']}:{vpn['public_port']}/udp"
-            f" (appliance on {vpn['host']}, {vpn['internal_ip']}), client config for user {vpn['user']}:"
+            f" (appliance on {vpn['host']}, {vpn['internal_ip']}); client config of user {vpn['user']}:"
             f" {vpn['client_config']}"
         )
-        output.message("connect from the outside (leave it running), then reach the fixed IPs:")
+        output.message("connect from the outside (in a second terminal, leave it running):")
         output.message(f"  {vpn['connect']}")
         if first:
+            output.message("then the instances answer on their fixed IPs from the outside:")
             output.message(f"  ip netns exec {s['outside']['namespace']} ping -c 1 {first['fixed_ip']}")
-    output.message(f"  novanet --config-file {s['config']} fixed list   (or floating list, service list)")
-    output.message(f"  {nv} sandbox status{opt}")
-    output.message(f"  {nv} sandbox down{opt}")
 
 
 @app.command("status")
