@@ -384,8 +384,8 @@ class Sandbox:
 
     def vpn_host(self, p: T.Plan) -> str:
         """The host whose agent runs the project's VPN appliance: the network host of a
-        single-host network; for a multi-host one, the host whose vpn_ip `vpn create`
-        records -- the first compute host, which serves the network (it holds vm1)."""
+        single-host network; for a multi-host one, the host whose vpn_ip is the network's
+        VPN public address -- the first compute host, which has the network (vm1 is there)."""
         return "c1" if p.multi_host else "net"
 
     def vpn_list(self) -> list[dict[str, Any]]:
@@ -401,6 +401,12 @@ class Sandbox:
         host = self.vpn_host(p)
         project = T.VPN_PROJECT
         self.nv("vpn", "create", "--project", project, host=host)
+        if p.multi_host:
+            # The network got net's address at its creation, but net has no bridge of a
+            # multi-host network: the endpoint moves to c1 (same port).
+            [port] = [r["public_port"] for r in self.vpn_list() if r["project_id"] == project]
+            ip = p.host(host).public_ip
+            self.nv("vpn", "change", "--project", project, "--ip", ip, "--port", str(port))
         self.state["vpn"] = {"project": project, "host": host, "user": T.VPN_USER}
         self.save()
         if p.instances:  # the network is on its host: the agent starts the appliance there
