@@ -165,6 +165,8 @@ def _print_summary(sb: Any, nv: str, opt: str) -> None:
             f" (appliance on {vpn['host']}, {vpn['internal_ip']}); client config of user {vpn['user']}:"
             f" {vpn['client_config']}"
         )
+        if vpn["state"] != "running":
+            output.message("  (its appliance starts once an instance brings the network to its host)")
         output.message("connect from the outside (in a second terminal, leave it running):")
         output.message(f"  {vpn['connect']}")
         if first:
