@@ -9,9 +9,11 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from nslab import Netns, sh
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 
 OUTSIDE = "203.0.113.254"
+FIXED = "10.90.0.0/24"  # the sandbox's network
 
 
 class Sb:
@@ -113,7 +116,8 @@ def test_sandbox_up_exec_down(sb: Sb, lab: Lab, manager: str, multi_host: bool) 
     args = ["up", "--name", nm, "--manager", manager, "--hosts", "2", "--instances", "2", "--json"]
     res = sb.run(*args, *(["--multi-host"] if multi_host else []))
     up = json.loads(res.stdout)
-    assert "[1/5]" in res.stderr and "[5/5]" in res.stderr  # progress while it builds
+    steps = 6 if manager == "vlan" else 5  # VLAN mode: the project's VPN too
+    assert f"[1/{steps}]" in res.stderr and f"[{steps}/{steps}]" in res.stderr  # progress while it builds
     ns = {h["host"]: h["namespace"] for h in up["hosts"]}
     vms = {i["name"]: i for i in up["instances"]}
     assert [vms["vm1"]["host"], vms["vm2"]["host"]] == ["c1", "c2"]
@@ -168,8 +172,13 @@ def test_sandbox_up_exec_down(sb: Sb, lab: Lab, manager: str, multi_host: bool) 
     again = sb.run("up", "--name", nm, "--manager", manager, check=False)
     assert again.returncode != 0 and "already up" in again.stderr and again.stderr.count("\n") == 1
 
+    appliances: dict[str, int] = {}
+    if manager == "vlan":
+        appliances = _vpn_from_outside(sb, lab, nm, up)
+
     state_file = Path(up["state_dir"]) / "state.json"
     pids = [p["pid"] for p in json.loads(state_file.read_text())["processes"]]
+    pids += list(appliances.values())
     down = sb.run("down", "--name", nm)
     assert "is down" in down.stdout
     assert not [n for n in sh(["ip", "netns", "list"]).split() if n.startswith(f"nvsb-{nm}-")]
@@ -178,6 +187,87 @@ def test_sandbox_up_exec_down(sb: Sb, lab: Lab, manager: str, multi_host: bool) 
     # Ended: gone, or a zombie until this machine's init reaps it (they are its children now).
     eventually(lambda: all(not running(pid) for pid in pids), 15, what="the agents to end")
     assert not Path(up["state_dir"]).exists()
+    # The VPN appliances went with it: their namespaces and their openvpn servers.
+    live = set(sh(["ip", "netns", "list"]).split())
+    assert appliances.keys().isdisjoint(live), live
+    assert not [p for p in processes_mentioning(up["state_dir"]) if "openvpn" in p]
+
+
+def _appliances(state_dir: str) -> dict[str, int]:
+    """nnvpn-* namespace -> pid of its openvpn server, from the agents' run directories."""
+    out = {}
+    for pid_file in Path(state_dir).glob("hosts/*/vpn/nnvpn-*/pid"):
+        pid = int(pid_file.read_text().strip())
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert cmd[0].endswith(b"openvpn") and str(pid_file.parent / "server.conf").encode() in cmd
+        out[pid_file.parent.name] = pid
+    return out
+
+
+def _tap_addresses(ns: Netns) -> list[str]:
+    links = json.loads(ns.run("ip", "-j", "-4", "addr", "show"))
+    return [a["local"] for link in links if link["ifname"].startswith("tap") for a in link["addr_info"]]
+
+
+def _vpn_from_outside(sb: Sb, lab: Lab, nm: str, up: dict[str, Any]) -> dict[str, int]:
+    """VLAN mode: the project's VPN is running, and a stock openvpn client in the outside
+    namespace with the sandbox's client config reaches the instances on their fixed IPs.
+    Returns the appliances (namespace -> openvpn server pid) for the checks after down."""
+    vpn = up["vpn"]
+    outside = Netns(up["outside"]["namespace"])
+    assert vpn["state"] == "running" and vpn["project"] == "demo" and vpn["host"] == "net"
+    assert vpn["connect"] == f"ip netns exec {outside.name} openvpn --config {vpn['client_config']}"
+    config = Path(vpn["client_config"])
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert f"remote {vpn['public_ip']} {vpn['public_port']}" in config.read_text().splitlines()
+    st = json.loads(sb.run("status", "--name", nm, "--json").stdout)
+    assert st["vpn"]["state"] == "running"  # `vpn list`, probed from the outside
+    appliances = _appliances(up["state_dir"])
+    assert len(appliances) == 1
+    assert set(appliances) <= set(sh(["ip", "netns", "list"]).split())
+
+    vms = {i["name"]: i for i in up["instances"]}
+    net = IPv4Network(FIXED)
+    pool = {str(net.broadcast_address - i) for i in range(1, vpn["client_addresses"] + 1)}
+    # Before the VPN, the outside has no way to the fixed IPs.
+    assert not outside.ok("ping", "-c", "1", "-W", "1", vms["vm1"]["fixed_ip"])
+    log = sb.state / f"vpn-client-{nm}.log"
+    log.write_text("")
+    client = subprocess.Popen(
+        ["ip", "netns", "exec", outside.name, "openvpn", "--config", str(config), "--log", str(log),
+         "--verb", "3"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        eventually(lambda: "Initialization Sequence Completed" in log.read_text(), 60, what="VPN connected")
+        [address] = eventually(lambda: _tap_addresses(outside), 15, what="an address on the client's tap")
+        assert address in pool, (address, pool)
+        for vm in vms.values():
+            assert eventually(
+                lambda vm=vm: outside.ok("ping", "-c", "1", "-W", "2", vm["fixed_ip"]),
+                20,
+                what=f"ping {vm['fixed_ip']} through the VPN",
+            )
+            route = json.loads(outside.run("ip", "-j", "route", "get", vm["fixed_ip"]))
+            assert route[0]["dev"].startswith("tap"), route
+        # The instance sees the client's own address: bridged in, no NAT.
+        seen = lab.listen(Netns(vms["vm1"]["namespace"]), 8081)
+        assert lab.connect(outside, vms["vm1"]["fixed_ip"], 8081)
+        assert seen.read_text().split() == [address]
+    finally:
+        for proc in lab.helpers:
+            proc.kill()
+            proc.wait(timeout=10)
+        lab.helpers.clear()
+        client.send_signal(signal.SIGTERM)
+        try:
+            client.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            client.kill()
+            client.wait(timeout=10)
+        print(log.read_text()[-1500:])
+        log.unlink(missing_ok=True)
+    return appliances
 
 
 def test_sandbox_failure_halfway_tears_down(sb: Sb) -> None:

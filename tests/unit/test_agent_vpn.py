@@ -180,3 +180,15 @@ def test_multi_host_the_vpn_ip_host_runs_it_routed_by_its_own_address() -> None:
         assert other.desired().appliances == ()
         mine = [a for a in env.agent.desired().bridges[0].addresses]
         assert f"{app.gateway}/24" in mine and app.gateway != "10.9.0.1"
+
+
+def test_multi_host_vpn_is_probed_not_pending_for_want_of_a_network_host() -> None:
+    """A multi-host network never gets a host: `vpn list` still probes its VPN (the host
+    whose vpn_ip is its public address serves it), as it does a single-host network's."""
+    for multi_host in (True, False):
+        for env in _env(multi_host=multi_host):
+            I.allocate_for_instance(env.ctx, VLAN, I.AllocateRequest(str(uuid.uuid4()), "pa", HOST))
+            V.create(env.ctx, "pa")
+            [row] = V.list_vpns(env.ctx, probe=False)
+            assert row["host"] == (None if multi_host else HOST)
+            assert row["state"] == "unknown"  # past "pending": probe=False stops before the probe

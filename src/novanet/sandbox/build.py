@@ -136,6 +136,8 @@ class Sandbox:
             ("instances", lambda: self._instances(p, guest_cache)),
             ("floating IPs", lambda: self._floating(p)),
         ]
+        if p.mode.vlan:
+            steps.append(("the project's VPN (cloudpipe)", lambda: self._vpn(p)))
         t0 = time.monotonic()
         # For the tests of the clean-up: fail on purpose after this many steps.
         fail_after = int(os.environ.get("NOVANET_SANDBOX_FAIL_AFTER", "0") or 0)
@@ -378,6 +380,58 @@ class Sandbox:
                 f"the outside to reach {inst.name} at {fip}",
             )
 
+    # --- VPN (VLAN mode) ------------------------------------------------------------------
+
+    def vpn_host(self, p: T.Plan) -> str:
+        """The host whose agent runs the project's VPN appliance: the network host of a
+        single-host network; for a multi-host one, the host whose vpn_ip is the network's
+        VPN public address -- the first compute host, which has the network (vm1 is there)."""
+        return "c1" if p.multi_host else "net"
+
+    def vpn_list(self) -> list[dict[str, Any]]:
+        """`vpn list --json`, probed from the outside namespace, as a user would reach it."""
+        p = self.plan
+        rows = json.loads(self.nv("vpn", "list", "--json", ns=p.outside_ns))
+        return [r for r in rows if isinstance(r, dict)]
+
+    def _vpn(self, p: T.Plan) -> None:
+        """The project's cloudpipe VPN: `vpn create` (the network already reserves the
+        clients' addresses, cnt_vpn_clients), the serving host's agent starts the
+        appliance, and a client config for the sandbox's user."""
+        host = self.vpn_host(p)
+        project = T.VPN_PROJECT
+        self.nv("vpn", "create", "--project", project, host=host)
+        if p.multi_host:
+            # The network got net's address at its creation, but net has no bridge of a
+            # multi-host network: the endpoint moves to c1 (same port).
+            [port] = [r["public_port"] for r in self.vpn_list() if r["project_id"] == project]
+            ip = p.host(host).public_ip
+            self.nv("vpn", "change", "--project", project, "--ip", ip, "--port", str(port))
+        self.state["vpn"] = {"project": project, "host": host, "user": T.VPN_USER}
+        self.save()
+        if p.instances:  # the network is on its host: the agent starts the appliance there
+
+            def running() -> dict[str, Any] | None:
+                rows = [r for r in self.vpn_list() if r["project_id"] == project]
+                return rows[0] if rows and rows[0]["state"] == "running" else None
+
+            row = _wait(running, 60, f"the VPN of project {project} to answer from the outside", 0.5)
+        else:
+            [row] = [r for r in self.vpn_list() if r["project_id"] == project]
+        apps = sorted(d.name for d in self.root.glob(f"hosts/{host}/vpn/nnvpn-*"))
+        ovpn = self.root / f"{T.VPN_USER}.ovpn"
+        self.nv("vpn", "client-config", "--project", project, "--user", T.VPN_USER,
+                "--output", str(ovpn), host=host)  # fmt: skip
+        self.state["vpn"].update(
+            public_ip=row["public_ip"],
+            public_port=row["public_port"],
+            internal_ip=row["internal_ip"],
+            state=row["state"],
+            namespaces=apps,
+            client_config=str(ovpn),
+            clients=T.VPN_CLIENTS,
+        )
+
     # --- down -----------------------------------------------------------------------------
 
     def teardown(self) -> list[str]:
@@ -389,7 +443,22 @@ class Sandbox:
         for pid_file in sorted(self.root.glob("hosts/*/networks/*/*/pid")):
             if _stop_dnsmasq(pid_file):
                 done.append(f"dnsmasq of {pid_file.parent.parent.name}")
+        # VPN appliances (VLAN mode): the agents leave them running when they stop. Each
+        # has its run directory under its host's state path (pid, server.conf); the
+        # namespace nnvpn-* it serves in is made by the agent, not listed in the plan.
+        appliances = {d.name for d in self.root.glob("hosts/*/vpn/nnvpn-*") if d.is_dir()}
+        appliances |= set(self.state.get("vpn", {}).get("namespaces", []))
+        for pid_file in sorted(self.root.glob("hosts/*/vpn/nnvpn-*/pid")):
+            if _stop_openvpn(pid_file):
+                done.append(f"openvpn of {pid_file.parent.name}")
         existing = procs.namespaces()
+        for ns in sorted(appliances):
+            if not ns.startswith("nnvpn-") or ns not in existing:
+                continue
+            for pid in procs.pids_in(ns):
+                procs.stop(procs.record(pid), timeout=5)
+            run(["ip", "netns", "del", ns], check=False)
+            done.append(f"netns {ns}")
         for ns in reversed(self.state.get("namespaces", [])):
             if ns not in existing:
                 continue
@@ -417,6 +486,20 @@ def _stop_dnsmasq(pid_file: Path) -> bool:
     return False
 
 
+def _stop_openvpn(pid_file: Path) -> bool:
+    """End the openvpn server of an appliance's run directory, if the PID is still it."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return False
+    conf = str(pid_file.parent / "server.conf").encode()
+    if cmdline and cmdline[0].endswith(b"openvpn") and conf in cmdline:
+        procs.stop(procs.record(pid))
+        return True
+    return False
+
+
 def up(
     state_path: str,
     name: str,
@@ -431,7 +514,8 @@ def up(
 ) -> Sandbox:
     if os.geteuid() != 0:
         raise InvalidInput("novanet sandbox needs root (it makes network namespaces)")
-    for tool in ("ip", "nft", "dnsmasq", "busybox", "ping"):
+    tools = ["ip", "nft", "dnsmasq", "busybox", "ping"] + (["openvpn"] if mode_vlan(manager) else [])
+    for tool in tools:
         if shutil.which(tool) is None:
             raise SandboxError(f"{tool} is missing: run scripts/setup.sh")
     root = sandbox_root(state_path, name)

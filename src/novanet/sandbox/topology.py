@@ -20,6 +20,9 @@ FLOATING_RANGE = "203.0.113.64/27"
 UNDERLAY_NET = "192.0.2.0/24"
 FIXED_RANGE = "10.90.0.0/24"
 VLAN_START = 100
+VPN_PROJECT = "demo"  # VLAN mode: the project whose cloudpipe VPN the sandbox runs
+VPN_USER = "demo"  # the user the sandbox writes a client config for
+VPN_CLIENTS = 4  # cnt_vpn_clients: the top addresses of the subnet, for VPN clients
 MAX_HOSTS = 8
 MAX_INSTANCES = 16
 MAX_QEMU = 4
@@ -148,6 +151,10 @@ def host_config(p: Plan, h: Host, root: Path, db_url: str) -> str:
     }
     if mode.vlan:
         opts["vlan_start"] = str(VLAN_START)
+        # The cloudpipe VPN: client addresses reserved at network create, and one CA for
+        # every host, so the host that serves the VPN reads what `vpn create` wrote.
+        opts["cnt_vpn_clients"] = str(VPN_CLIENTS)
+        opts["ca_path"] = str(root / "CA")
         if p.segmentation == "vxlan":
             opts.update(vlan_segmentation="vxlan", vxlan_interface="und0", vxlan_local_ip=h.underlay_ip)
         else:

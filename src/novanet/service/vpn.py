@@ -235,7 +235,12 @@ def server_state(ctx: Ctx, net: Network, revoked: set[str], *, probe: bool = Tru
     cert = certs.load_cert(p.server_cert)
     if not certs.is_valid(cert) or format(cert.serial_number, "x") in revoked:
         return "invalid"
-    if net.host is None or net.vpn_public_address is None or net.vpn_public_port is None:
+    # A multi-host network never has a host: the host whose vpn_ip is its public address serves it.
+    if (
+        (net.host is None and not net.multi_host)
+        or net.vpn_public_address is None
+        or net.vpn_public_port is None
+    ):
         return "pending"
     if not probe:
         return "unknown"

@@ -98,7 +98,28 @@ def _summary(sb: Any) -> dict[str, Any]:
             {"name": n, **v, "namespace": next((i.ns for i in p.instances if i.name == n), "")}
             for n, v in sb.state.get("instances", {}).items()
         ],
+        "vpn": _vpn_summary(sb),
         "build_seconds": sb.state.get("build_seconds"),
+    }
+
+
+def _vpn_summary(sb: Any) -> dict[str, Any] | None:
+    """VLAN mode: the project's VPN and how to connect to it from the outside namespace."""
+    v = sb.state.get("vpn")
+    if not v or "client_config" not in v:
+        return None
+    out = sb.plan.outside_ns
+    return {
+        "project": v["project"],
+        "host": v["host"],
+        "public_ip": v["public_ip"],
+        "public_port": v["public_port"],
+        "internal_ip": v["internal_ip"],
+        "state": v["state"],
+        "user": v["user"],
+        "client_config": v["client_config"],
+        "client_addresses": v["clients"],
+        "connect": f"ip netns exec {out} openvpn --config {v['client_config']}",
     }
 
 
@@ -136,6 +157,21 @@ def _print_summary(sb: Any, nv: str, opt: str) -> None:
     output.message(f"  novanet --config-file {s['config']} fixed list   (or floating list, service list)")
     output.message(f"  {nv} sandbox status{opt}")
     output.message(f"  {nv} sandbox down{opt}")
+    vpn = s["vpn"]
+    if vpn:
+        output.message("")
+        output.message(
+            f"VPN of project {vpn['project']}: {vpn['state']} on {vpn['public_ip']}:{vpn['public_port']}/udp"
+            f" (appliance on {vpn['host']}, {vpn['internal_ip']}); client config of user {vpn['user']}:"
+            f" {vpn['client_config']}"
+        )
+        if vpn["state"] != "running":
+            output.message("  (its appliance starts once an instance brings the network to its host)")
+        output.message("connect from the outside (in a second terminal, leave it running):")
+        output.message(f"  {vpn['connect']}")
+        if first:
+            output.message("then the instances answer on their fixed IPs from the outside:")
+            output.message(f"  ip netns exec {s['outside']['namespace']} ping -c 1 {first['fixed_ip']}")
 
 
 @app.command("status")
@@ -144,7 +180,7 @@ def status(
     name: Name = "demo",
     as_json: Annotated[bool, option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """Hosts, agents up or down, instances, leases and floating IPs of a sandbox."""
+    """Hosts, agents up or down, instances, leases, floating IPs and (VLAN) the VPN of a sandbox."""
     from novanet.sandbox import build
 
     sb = build.Sandbox.load(build.sandbox_root(_state_path(ctx), name))
@@ -161,6 +197,10 @@ def status(
         i["leased"] = bool(fixed.get(i["fixed_ip"], {}).get("leased"))
         fl = floating.get(i["floating_ip"] or "", {})
         i["floating_associated"] = fl.get("fixed_address") == i["fixed_ip"] if fl else False
+    if s["vpn"]:
+        # `vpn list`, probed from the outside namespace, where the VPN's users are
+        rows = [r for r in sb.vpn_list() if r["project_id"] == s["vpn"]["project"]]
+        s["vpn"]["state"] = rows[0]["state"] if rows else "absent"
     if as_json:
         output.emit_json(s)
         return
@@ -179,6 +219,13 @@ def status(
             for i in s["instances"]
         ],
     )
+    if s["vpn"]:
+        v = s["vpn"]
+        output.message("")
+        output.message(
+            f"VPN of project {v['project']}: {v['state']} on {v['public_ip']}:{v['public_port']}/udp"
+            f" (appliance on {v['host']}); connect: {v['connect']}"
+        )
 
 
 def _instance(sb: Any, ref: str) -> tuple[str, dict[str, Any]]:
