@@ -42,7 +42,7 @@ fi
 "${NV[@]}" sandbox up --name "$NAME" --manager flatdhcp ${QUICKSTART_ARGS:-}
 echo
 echo "more to try:"
-echo "  VLAN mode, segments over VXLAN:  ${NV[*]} sandbox up --name vlan --manager vlan"
+echo "  VLAN mode with the project's VPN: ${NV[*]} sandbox up --name vlan --manager vlan  (prints the .ovpn and the openvpn command)"
 echo "  Flat mode, addresses injected:   ${NV[*]} sandbox up --name flat --manager flat"
 echo "  real virtual machines (qemu):    ${NV[*]} sandbox up --name vms --guest qemu"
 echo "  (each sandbox goes with:         ${NV[*]} sandbox down --name NAME)"
