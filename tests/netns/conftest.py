@@ -33,6 +33,28 @@ def _netns_sweeper() -> Iterator[None]:
     yield
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The PostgreSQL server's URL ($NOVANET_TEST_PG_URL, else pg-ensure.sh's default),
+    checked once. PostgreSQL is part of the test setup (scripts/test.sh starts it): an
+    unreachable server fails the tests that need it, it never skips them."""
+    import sqlalchemy as sa
+    from sqlalchemy.pool import NullPool
+
+    url = (
+        os.environ.get("NOVANET_TEST_PG_URL") or "postgresql+psycopg://novanet:novanet@127.0.0.1:5432/novanet"
+    )
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        pytest.fail(f"PostgreSQL not reachable (run scripts/pg-ensure.sh): {exc.orig}")
+    finally:
+        engine.dispose()
+    return url
+
+
 @pytest.fixture
 def world() -> Iterator[World]:
     _need_root()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import signal
 import socket
@@ -40,8 +39,6 @@ from sqlalchemy.pool import NullPool
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
 
-PG_URL_ENV = "NOVANET_TEST_PG_URL"
-DEFAULT_PG_URL = "postgresql+psycopg://novanet:novanet@127.0.0.1:5432/novanet"
 HOSTS = ("h1", "h2", "h3")
 PUBLIC = {"h1": "203.0.113.1", "h2": "203.0.113.2", "h3": "203.0.113.3"}
 FLOATING_RANGE = "203.0.113.32/28"
@@ -49,18 +46,13 @@ INSTANCES = 200
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A throw-away PostgreSQL database (never a skip under CI)."""
-    base = make_url(os.environ.get(PG_URL_ENV) or DEFAULT_PG_URL)
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A throw-away PostgreSQL database on the test server."""
+    base = make_url(pg_server)
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
     name = f"novanet_t_{secrets.token_hex(8)}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        if os.environ.get("CI") or os.environ.get(PG_URL_ENV):
-            pytest.fail(f"PostgreSQL not reachable: {exc.orig}")
-        pytest.skip("PostgreSQL not reachable (run scripts/pg-ensure.sh)")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
         yield base.set(database=name).render_as_string(hide_password=False)
     finally:

@@ -380,18 +380,8 @@ def _pg_databases(url: str) -> set[str]:
         engine.dispose()
 
 
-def test_sandbox_on_postgresql(sb: Sb) -> None:
-    import sqlalchemy as sa
-
-    url = (
-        os.environ.get("NOVANET_TEST_PG_URL") or "postgresql+psycopg://novanet:novanet@127.0.0.1:5432/novanet"
-    )
-    try:
-        _pg_databases(url)
-    except sa.exc.OperationalError as exc:
-        if os.environ.get("CI") or os.environ.get("NOVANET_TEST_PG_URL"):
-            pytest.fail(f"PostgreSQL not reachable: {exc.orig}")
-        pytest.skip("PostgreSQL not reachable (run scripts/pg-ensure.sh)")
+def test_sandbox_on_postgresql(sb: Sb, pg_server: str) -> None:
+    url = pg_server
     nm = name()
     before = root_view()
     up = json.loads(
