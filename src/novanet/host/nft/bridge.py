@@ -81,6 +81,16 @@ BRIDGE_SETS = (
 )
 
 
+def _arp_ethernet_ipv4() -> list[Json]:
+    """Matches ARP for Ethernet/IPv4 only: the offsets of the ARP spoofing rules assume it."""
+    return [
+        eq(payload("arp", "htype"), 1),
+        eq(payload("arp", "ptype"), "ip"),
+        eq(payload("arp", "hlen"), 6),
+        eq(payload("arp", "plen"), 4),
+    ]
+
+
 def bridge_chains() -> list[Chain]:
     iif = meta("iifname")
     ether_type = payload("ether", "type")
@@ -106,10 +116,7 @@ def bridge_chains() -> list[Chain]:
         Rule(
             "arp",
             [
-                eq(payload("arp", "htype"), 1),
-                eq(payload("arp", "ptype"), "ip"),
-                eq(payload("arp", "hlen"), 6),
-                eq(payload("arp", "plen"), 4),
+                *_arp_ethernet_ipv4(),
                 ACCEPT,
             ],
         ),
@@ -154,10 +161,7 @@ def bridge_chains() -> list[Chain]:
         Rule(
             "appliance arp",
             [
-                eq(payload("arp", "htype"), 1),
-                eq(payload("arp", "ptype"), "ip"),
-                eq(payload("arp", "hlen"), 6),
-                eq(payload("arp", "plen"), 4),
+                *_arp_ethernet_ipv4(),
                 ACCEPT,
             ],
         ),
