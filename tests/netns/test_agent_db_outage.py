@@ -30,6 +30,7 @@ PUBLIC_HOST = "203.0.113.1"
 OUTSIDE = "203.0.113.254"
 U1 = "11111111-1111-4111-8111-111111111111"
 U2 = "22222222-2222-4222-8222-222222222222"
+U3 = "33333333-3333-4333-8333-333333333333"
 PORT = 55432
 
 
@@ -112,6 +113,7 @@ def _cli_stderr(conf: Path, *args: str) -> tuple[int, str]:
 
 def test_the_data_plane_outlives_a_database_outage(lab: Lab, world: World, pg: PrivatePg) -> None:
     outside, host, vm1, vm2 = world.ns("out"), world.ns("host"), world.ns("vm1"), world.ns("vm2")
+    vm3 = world.ns("vm3")
     world.veth(host, "pub0", outside, "out0")
     host.run("ip", "addr", "add", f"{PUBLIC_HOST}/24", "dev", "pub0")
     outside.run("ip", "addr", "add", f"{OUTSIDE}/24", "dev", "out0")
@@ -143,6 +145,16 @@ def test_the_data_plane_outlives_a_database_outage(lab: Lab, world: World, pg: P
     lab.cli(conf, "floating", "associate", fip, "--instance", U1)
     inbound = lab.listen(vm1, 2222)
     eventually(lambda: lab.connect(outside, fip, 2222), 15, what="TCP to the floating IP")
+    # an instance allocated and plugged before the outage that asks for its first lease
+    # during it: dnsmasq answers from its reservation and the lease event waits on disk
+    info3 = lab.cli_json(conf, "instance", "allocate", U3, "--project-id", "p1", "--host", "net1")
+    address3 = info3[0]["network"]["subnets"][0]["ips"][0]["address"]
+    eventually(
+        lambda: any(info3[0]["address"] in f.read_text() for f in Path(lab.root).rglob("hosts.d/*")),
+        30,
+        what="the third instance's reservation",
+    )
+    lab.cli(conf, "vif", "plug", U3, "--netns", vm3.name, ns=host)
     ruleset = host.run("nft", "-j", "list", "table", "ip", "novanet")
 
     pg.stop()
@@ -162,10 +174,18 @@ def test_the_data_plane_outlives_a_database_outage(lab: Lab, world: World, pg: P
         assert lab.connect(outside, fip, 2222)
         assert inbound.read_text().split()[0] == OUTSIDE
         assert lab.dhcp(vm1) == address  # the instance asks again: the running dnsmasq answers
+        assert lab.dhcp(vm3) == address3  # a first lease, taken while the database is away
         failures = lab.agent_log("net1").count("sync of net1 failed")
         assert 1 <= failures <= 8, f"{failures} failed syncs in a few seconds: no backoff?"
     finally:
         pg.start()
+
+    # the lease taken during the outage reached the database once it was back
+    def leased3() -> bool:
+        rows = lab.cli_json(conf, "fixed", "list", "--host", "net1")
+        return any(r["address"] == address3 and r["leased"] for r in rows)
+
+    eventually(leased3, 30, what="the lease taken during the outage in the database")
 
     # back: the agent converges and takes new work
     lab.cli_json(conf, "instance", "allocate", U2, "--project-id", "p1", "--host", "net1")

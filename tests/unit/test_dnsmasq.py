@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
+import re
 import shlex
 import shutil
 import signal
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,19 +180,81 @@ def test_opts_router_dns_mtu_and_no_default_route() -> None:
     assert opts_file(server(router=None, dns_servers=())) == f"{t},option:router\n"
 
 
-def test_lease_script_quotes_every_value_and_passes_dnsmasq_args_through(tmp_path: Path) -> None:
-    text = lease_script(SCRIPT, server(), "compute-1")
-    assert text.startswith("#!/bin/sh\n")
+def _recorder(tmp_path: Path) -> tuple[list[str], Path]:
+    """A stand-in for the Python command: appends its argv, one per line, then a blank line."""
+    out = tmp_path / "calls"
+    rec = tmp_path / "rec"
+    q = shlex.quote(str(out))
+    rec.write_text(f'#!/bin/sh\nfor a in "$@"; do printf \'%s\\n\' "$a"; done >>{q}\necho >>{q}\n')
+    rec.chmod(0o700)
+    return [str(rec), "--db", "sqlite:////var/lib/n v/db.sqlite"], out
+
+
+def _calls(out: Path) -> list[list[str]]:
+    if not out.exists():
+        return []
+    return [c.splitlines() for c in out.read_text().split("\n\n") if c.strip()]
+
+
+def test_lease_script_spools_add_and_del_and_quotes_every_value(tmp_path: Path) -> None:
+    argv, calls = _recorder(tmp_path)
+    paths = NetworkPaths(tmp_path / "net dir")
+    paths.spool.mkdir(parents=True)
+    text = lease_script(argv, server(), "compute-1", paths)
+    assert text.startswith("#!/bin/bash\n")
     assert "'sqlite:////var/lib/n v/db.sqlite'" in text
-    assert text.rstrip().endswith('-- "$@"')
-    # what sh really runs: the exact argv, with dnsmasq's arguments appended after --
     script = tmp_path / "s"
-    script.write_text(text.replace("exec ", "exec printf '%s\\n' ", 1))
+    script.write_text(text)
     script.chmod(0o700)
-    out = subprocess.run([str(script), "add", MAC_A, "10.0.0.2", "$(reboot)"], capture_output=True, text=True)
-    want = [*SCRIPT, "--network", NET, "--host", "compute-1", "--lease-time", "120", "--"]
-    assert out.stdout.splitlines() == [*want, "add", MAC_A, "10.0.0.2", "$(reboot)"]
-    assert shlex.split(text.splitlines()[-1])[1:-1] == want
+    want = [*argv, "--network", NET, "--host", "compute-1", "--lease-time", "120"]
+    want += ["--spool", str(paths.spool), "--"]
+    # add: the event is in the spool (a guest-chosen hostname is never run, nor kept)
+    hostile = "$(touch pwned)"
+    r = subprocess.run([str(script), "add", MAC_A, "10.0.0.2", hostile], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    files = sorted(n for n in os.listdir(paths.spool) if not n.startswith("."))
+    assert len(files) == 1 and re.fullmatch(r"[0-9]{16}-[0-9]+", files[0])
+    assert (paths.spool / files[0]).read_text() == f"add {MAC_A} 10.0.0.2\n"
+    assert not (tmp_path / "pwned").exists()
+    # ... and one drainer was started with the exact argv (in the background)
+    for _ in range(100):
+        if _calls(calls):
+            break
+        time.sleep(0.02)
+    assert _calls(calls) == [[*want[1:], "drain"]]
+    # del: another event, named after the first (dnsmasq's order is kept)
+    subprocess.run([str(script), "del", MAC_A, "10.0.0.2"], check=True)
+    names = [n for n in os.listdir(paths.spool) if not n.startswith(".")]
+    files2 = sorted(names, key=lambda n: int(n.split("-")[0]))
+    assert files2[0] == files[0] and (paths.spool / files2[1]).read_text() == f"del {MAC_A} 10.0.0.2\n"
+    for _ in range(100):  # its drainer (the recorder holds no lock, so one is started)
+        if len(_calls(calls)) == 2:
+            break
+        time.sleep(0.02)
+    assert _calls(calls) == [[*want[1:], "drain"]] * 2
+    # old (renewals, SIGHUP's replay) and other actions: nothing written, nothing run
+    calls.unlink()
+    for action in ("old", "tftp", "arp-add"):
+        subprocess.run([str(script), action, MAC_A, "10.0.0.2"], check=True)
+    assert len([n for n in os.listdir(paths.spool) if not n.startswith(".")]) == 2
+    # init runs the command in the foreground, dnsmasq's arguments after --
+    r = subprocess.run([str(script), "init"], capture_output=True, text=True)
+    assert _calls(calls) == [[*want[1:], "init"]]
+
+
+def test_lease_script_starts_no_drainer_while_one_holds_the_lock(tmp_path: Path) -> None:
+    argv, calls = _recorder(tmp_path)
+    paths = NetworkPaths(tmp_path / "n")
+    paths.spool.mkdir(parents=True)
+    script = tmp_path / "s"
+    script.write_text(lease_script(argv, server(), "compute-1", paths))
+    script.chmod(0o700)
+    with open(paths.spool / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        subprocess.run([str(script), "add", MAC_A, "10.0.0.2"], check=True)
+        time.sleep(0.3)
+        assert _calls(calls) == []  # the holder applies it (leasespool.drain looks again)
+    assert len([n for n in os.listdir(paths.spool) if not n.startswith(".")]) == 1
 
 
 # --- the manager -------------------------------------------------------------------

@@ -4,18 +4,23 @@ DnsmasqManager writes.
     python -m novanet.agent.dhcpbridge [--config-file F]... [--db URL] --network UUID
         [--host H] [--lease-time N] -- ACTION [MAC IP [HOSTNAME]]
 
-``add``/``old`` report a lease (fixed IP leased), ``del`` its end (an allocated address
-only loses its leased flag; a deallocated one awaiting release is freed), ``init``
-prints the network's leases from the database, as --leasefile-ro asks: one
-``<expiry> <mac> <ip> <hostname> *`` line each. Other actions (``tftp``, ``arp-add``...)
-are ignored, as dnsmasq's manual asks of scripts. Errors: one line on stderr and a
-non-zero exit; dnsmasq logs it (and refuses to start when ``init`` fails).
+The wrapper hands ``add``/``del`` to the spool (``novanet.agent.leasespool``) and runs
+this module with ``drain`` in the background: every waiting event is applied in one
+transaction. ``add``/``old`` given here directly report a lease (fixed IP leased),
+``del`` its end (an allocated address only loses its leased flag; a deallocated one
+awaiting release is freed). ``init`` applies the spool, then prints the network's leases
+from the database, as --leasefile-ro asks: one ``<expiry> <mac> <ip> <hostname> *``
+line each. Other actions (``tftp``, ``arp-add``...) are ignored, as dnsmasq's manual
+asks of scripts. Errors: one line on stderr and a non-zero exit; dnsmasq logs it (and
+refuses to start when ``init`` fails).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from novanet import config as C
+from novanet.agent import leasespool
 from novanet.agent.private import read_private
 from novanet.db.engine import create_engine
 from novanet.db.schema import fixed_ips, instances, networks, virtual_interfaces
@@ -53,6 +59,7 @@ def _parser() -> _Parser:
     p.add_argument("--network", required=True, help="uuid of the network this dnsmasq serves")
     p.add_argument("--host", default=None, help="this host (multi-host networks: only its leases)")
     p.add_argument("--lease-time", type=int, default=None)
+    p.add_argument("--spool", default=None, help="the network's lease-event spool directory")
     p.add_argument("action")
     p.add_argument("args", nargs="*")
     return p
@@ -129,6 +136,16 @@ def _context(ns: argparse.Namespace) -> Ctx:
     return Ctx(create_engine(cfg.database_url), cfg)
 
 
+def _trim_log(err: TextIO, limit: int = 1 << 20) -> None:
+    """The background drainer's output is appended to a file: keep it bounded."""
+    try:
+        fd = err.fileno()
+        if os.fstat(fd).st_size > limit and stat.S_ISREG(os.fstat(fd).st_mode):
+            os.ftruncate(fd, 0)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def _handle(ns: argparse.Namespace, out: TextIO, err: TextIO) -> None:
     action = ns.action
     if action in ("add", "old", "del"):
@@ -142,8 +159,18 @@ def _handle(ns: argparse.Namespace, out: TextIO, err: TextIO) -> None:
             # changed; say so in dnsmasq's log.
             err.write(f"{PROG}: {action} {mac} {address}: ignored, not this address's VIF\n")
         return
+    if action == "drain":
+        if not ns.spool:
+            raise InvalidInput("drain needs --spool DIR")
+        _trim_log(err)
+        report = leasespool.drain(_context(ns), Path(ns.spool))
+        if report.bad or report.ignored:
+            err.write(f"{PROG}: drain: {report.bad} malformed and {report.ignored} ignored events\n")
+        return
     if action == "init":
         ctx = _context(ns)
+        if ns.spool:  # what dnsmasq reported before it stopped goes in first
+            leasespool.drain(ctx, Path(ns.spool), wait=5.0)
         lease_time = ns.lease_time if ns.lease_time is not None else ctx.config.dhcp_lease_time
         for line in init_lines(ctx, ns.network, ns.host, lease_time):
             out.write(line + "\n")

@@ -155,6 +155,33 @@ def _heartbeats(agent: Agent, role: str, stop: threading.Event) -> None:
             return
 
 
+def _lease_spools(agent: Agent, stop: threading.Event, interval: float = 1.0) -> None:
+    """Apply the DHCP lease events waiting in this host's spools, every ``interval``: the
+    safety net behind the drainer each event starts (a drainer that died, events kept
+    through a database outage). An outage is logged once, not every second."""
+    from novanet.agent import leasespool
+    from novanet.domain.errors import DatabaseUnavailable
+
+    dhcp = agent.realizers.dhcp
+    spools = getattr(dhcp, "spools", None)
+    down = False
+    while not stop.wait(interval):
+        if spools is None:
+            return
+        try:
+            for spool in spools():
+                leasespool.drain(agent.ctx, spool)
+            if down:
+                log.info("lease events are reaching the database again")
+            down = False
+        except DatabaseUnavailable as exc:
+            if not down:
+                log.warning("lease events kept on disk until the database is back: %s", exc)
+            down = True
+        except Exception as exc:
+            log.warning("lease events of %s: %s", agent.host, exc)
+
+
 def run_agent(
     agent: Agent,
     *,
@@ -180,6 +207,7 @@ def run_agent(
         agent.metrics.serve(metrics_port)
     register_host(agent.ctx, agent.host, underlay)
     threading.Thread(target=_heartbeats, args=(agent, role, stop), name="heartbeat", daemon=True).start()
+    threading.Thread(target=_lease_spools, args=(agent, stop), name="lease-spool", daemon=True).start()
     waiter = ChangeWaiter(agent.ctx, stop, agent.channels)
     backoff = 0.5
     try:

@@ -182,22 +182,20 @@ def _mac(value: str) -> str:
     return mac
 
 
+def _lease_in(conn: Connection, address: str, mac: str) -> LeaseResult:
+    row = _row_with_mac(conn, address)
+    if row.instance_uuid is None or (row.mac is not None and row.mac != mac):
+        return LeaseResult(row.address, "ignored")
+    if row.mac is None and not _pending_release(conn, row.address, mac):
+        return LeaseResult(row.address, "ignored")
+    conn.execute(fixed_ips.update().where(fixed_ips.c.id == row.id).values(leased=True, updated_at=utcnow()))
+    return LeaseResult(row.address, "leased")
+
+
 def lease(ctx: Ctx, address: str, mac: str) -> LeaseResult:
     """The DHCP server reports a lease (dnsmasq `add` or `old`) of ``address`` to ``mac``."""
     mac = _mac(mac)
-
-    def tx(conn: Connection) -> LeaseResult:
-        row = _row_with_mac(conn, address)
-        if row.instance_uuid is None or (row.mac is not None and row.mac != mac):
-            return LeaseResult(row.address, "ignored")
-        if row.mac is None and not _pending_release(conn, row.address, mac):
-            return LeaseResult(row.address, "ignored")
-        conn.execute(
-            fixed_ips.update().where(fixed_ips.c.id == row.id).values(leased=True, updated_at=utcnow())
-        )
-        return LeaseResult(row.address, "leased")
-
-    return run(ctx, tx)
+    return run(ctx, lambda conn: _lease_in(conn, address, mac))
 
 
 def _pending_release(conn: Connection, address: str, mac: str) -> bool:
@@ -217,6 +215,25 @@ def _any_pending(conn: Connection, address: str) -> bool:
     return row.first() is not None
 
 
+def _release_in(conn: Connection, address: str, mac: str) -> LeaseResult:
+    row = _row_with_mac(conn, address)
+    pending = _pending_release(conn, row.address, mac)
+    conn.execute(
+        dhcp_releases.delete().where(dhcp_releases.c.address == row.address, dhcp_releases.c.mac == mac)
+    )
+    if row.instance_uuid is None:
+        return LeaseResult(row.address, "ignored")
+    if row.mac == mac and row.allocated:
+        conn.execute(
+            fixed_ips.update().where(fixed_ips.c.id == row.id).values(leased=False, updated_at=utcnow())
+        )
+        return LeaseResult(row.address, "released")
+    if not row.allocated and (pending or (row.mac is None and not _any_pending(conn, row.address))):
+        conn.execute(fixed_ips.update().where(fixed_ips.c.id == row.id).values(**disassociate_values()))
+        return LeaseResult(row.address, "freed")
+    return LeaseResult(row.address, "ignored")
+
+
 def release(ctx: Ctx, address: str, mac: str) -> LeaseResult:
     """The DHCP server reports a lease gone (dnsmasq `del`).
 
@@ -224,26 +241,44 @@ def release(ctx: Ctx, address: str, mac: str) -> LeaseResult:
     guest's DHCPRELEASE never frees the address its instance holds.
     """
     mac = _mac(mac)
+    return run(ctx, lambda conn: _release_in(conn, address, mac))
 
-    def tx(conn: Connection) -> LeaseResult:
-        row = _row_with_mac(conn, address)
-        pending = _pending_release(conn, row.address, mac)
-        conn.execute(
-            dhcp_releases.delete().where(dhcp_releases.c.address == row.address, dhcp_releases.c.mac == mac)
-        )
-        if row.instance_uuid is None:
-            return LeaseResult(row.address, "ignored")
-        if row.mac == mac and row.allocated:
-            conn.execute(
-                fixed_ips.update().where(fixed_ips.c.id == row.id).values(leased=False, updated_at=utcnow())
-            )
-            return LeaseResult(row.address, "released")
-        if not row.allocated and (pending or (row.mac is None and not _any_pending(conn, row.address))):
-            conn.execute(fixed_ips.update().where(fixed_ips.c.id == row.id).values(**disassociate_values()))
-            return LeaseResult(row.address, "freed")
-        return LeaseResult(row.address, "ignored")
 
-    return run(ctx, tx)
+LEASE_ACTIONS = ("add", "del")
+
+
+@dataclass(frozen=True)
+class LeaseEvent:
+    """One event of a DHCP server: ``add`` (a lease given) or ``del`` (a lease ended)."""
+
+    action: str
+    address: str
+    mac: str
+
+    @classmethod
+    def parse(cls, action: str, mac: str, address: str) -> LeaseEvent:
+        """Validated: a value that is not an action, a MAC or an IPv4 address is refused."""
+        if action not in LEASE_ACTIONS:
+            raise InvalidInput(f"invalid lease action {action!r}: expected add or del")
+        return cls(action, str(ipam.parse_address(address, "address")), _mac(mac))
+
+
+def lease_events(ctx: Ctx, events: list[LeaseEvent]) -> list[LeaseResult]:
+    """Apply a DHCP server's events in their order, in one transaction (one commit for a
+    burst of leases). An event about an address the database does not know is ignored
+    (its result says so); it never fails the others."""
+
+    def tx(conn: Connection) -> list[LeaseResult]:
+        out = []
+        for ev in events:
+            try:
+                fn = _release_in if ev.action == "del" else _lease_in
+                out.append(fn(conn, ev.address, ev.mac))
+            except NotFound:
+                out.append(LeaseResult(ev.address, "ignored"))
+        return out
+
+    return run(ctx, tx) if events else []
 
 
 def cleanup(ctx: Ctx, now: dt.datetime | None = None) -> int:

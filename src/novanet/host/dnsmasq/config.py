@@ -35,6 +35,8 @@ HOSTS_DIR = "hosts.d"
 OPTS_FILE = "opts"
 PID_FILE = "pid"
 SCRIPT_FILE = "dhcpbridge"
+SPOOL_DIR = "lease-events"  # dnsmasq's add/del, waiting for the database (0700)
+SPOOL_LOG = "lease-events.log"  # what the background drainer has to say
 # Present while dnsmasq still holds host or option entries we removed or changed on disk:
 # the SIGHUP that drops them is owed even if the agent dies before sending it.
 RELOAD_MARK = "reload-pending"
@@ -71,6 +73,14 @@ class NetworkPaths:
     @property
     def script(self) -> Path:
         return self.root / SCRIPT_FILE
+
+    @property
+    def spool(self) -> Path:
+        return self.root / SPOOL_DIR
+
+    @property
+    def spool_log(self) -> Path:
+        return self.root / SPOOL_LOG
 
     @property
     def reload_mark(self) -> Path:
@@ -225,17 +235,22 @@ def opts_file(server: DhcpServer) -> str:
     return "\n".join(lines) + "\n"
 
 
-def lease_script(lease_script_argv: Sequence[str], server: DhcpServer, host: str) -> str:
+def lease_script(lease_script_argv: Sequence[str], server: DhcpServer, host: str, paths: NetworkPaths) -> str:
     """The per-network wrapper given to --dhcp-script.
 
     dnsmasq takes one absolute path and passes nothing but the event (``add MAC IP
     NAME``...), so the network, host and database must be baked into an executable.
     This is the only shell text novanet writes: every value is quoted with shlex.quote
-    and dnsmasq's own arguments pass through ``"$@"`` untouched after ``--``.
+    and dnsmasq's arguments are only ever expanded inside double quotes.
 
-    Renewals (``old``) end in the shell: they change nothing in the database (``add``
-    set leased, ``del`` clears it, ``init`` reads it back), and starting Python for each
-    renewal of every instance, every lease time, would cost a core per ~100 instances.
+    ``add``/``del`` cost no Python start: the event is written to the spool (see
+    ``novanet.agent.leasespool``) and one drainer started in the background unless one
+    holds the spool's lock already (``flock -n``), so a burst of leases is committed in a
+    few transactions and an event survives a database outage. ``init`` (dnsmasq's start)
+    applies what waits in the spool, then prints the leases from the database.
+    Renewals (``old``, also sent for every lease on SIGHUP) end in the shell: they change
+    nothing in the database, and starting Python for each renewal of every instance,
+    every lease time, would cost a core per ~100 instances.
     """
     if not lease_script_argv:
         raise InvalidInput("the lease script command is empty")
@@ -247,11 +262,27 @@ def lease_script(lease_script_argv: Sequence[str], server: DhcpServer, host: str
         names.host_name(host),
         "--lease-time",
         str(server.lease_time),
+        "--spool",
+        str(paths.spool),
     ]
     quoted = " ".join(shlex.quote(a) for a in cmd)
+    spool = shlex.quote(str(paths.spool))
+    log = shlex.quote(str(paths.spool_log))
     return (
-        "#!/bin/sh\n"
+        "#!/bin/bash\n"
         f"# dnsmasq lease script of network {server.network_uuid}, written by novanet\n"
-        '[ "$1" = old ] && exit 0\n'
-        f'exec {quoted} -- "$@"\n'
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin\n"
+        f"spool={spool}\n"
+        'case "$1" in\n'
+        "add|del)\n"
+        '    name="${EPOCHREALTIME/[.,]/}-$$"\n'
+        '    printf \'%s %s %s\\n\' "$1" "$2" "$3" >"$spool/.$name" &&\n'
+        '        mv -f "$spool/.$name" "$spool/$name" || exit 1\n'
+        '    if flock -n "$spool/.lock" true; then\n'
+        f"        {quoted} -- drain </dev/null >>{log} 2>&1 &\n"
+        "    fi\n"
+        "    exit 0 ;;\n"
+        f"init) exec {quoted} -- init ;;\n"
+        "*) exit 0 ;;  # old (renewals), tftp, arp-add...: nothing to record\n"
+        "esac\n"
     )

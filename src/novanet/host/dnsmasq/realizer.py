@@ -107,6 +107,18 @@ def _ensure_dir(path: Path) -> None:
         path.chmod(DIR_MODE)
 
 
+def _ensure_private_dir(path: Path) -> None:
+    """The lease-event spool: root's alone (events become database writes)."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidInput(f"{path} is not a directory")
+    if st.st_uid != os.geteuid():
+        os.chown(path, os.geteuid(), os.getegid())
+    if stat.S_IMODE(st.st_mode) != 0o700:
+        path.chmod(0o700)
+
+
 def _write_if_changed(path: Path, content: str, mode: int) -> bool:
     """Replace ``path`` atomically (a dot-named temporary file renamed over it) when its
     content or mode differs; True when it was written."""
@@ -289,8 +301,9 @@ class DnsmasqManager:
         _ensure_dir(self.networks_path)
         for d in (self.base, p.root, p.hosts_dir):
             _ensure_dir(d)
+        _ensure_private_dir(p.spool)
         self._warn_unreadable(p)
-        _write_if_changed(p.script, lease_script(self.lease_script_argv, server, self.host), SCRIPT_MODE)
+        _write_if_changed(p.script, lease_script(self.lease_script_argv, server, self.host, p), SCRIPT_MODE)
         opts = opts_file(server)
         if not _same(p.opts, opts, FILE_MODE):
             p.reload_mark.touch(mode=FILE_MODE)  # the opts file is read on SIGHUP only
@@ -320,6 +333,10 @@ class DnsmasqManager:
             self.runner.signal(pid, signal.SIGHUP)
             p.reload_mark.unlink()
             report.reloaded.append(uuid)
+
+    def spools(self) -> list[Path]:
+        """The lease-event spool of every network with a state directory on this host."""
+        return [self.paths(uuid).spool for uuid in self._network_dirs()]
 
     def _network_dirs(self) -> list[str]:
         """Network uuids that have a state directory under this host's."""
@@ -419,7 +436,7 @@ class DnsmasqManager:
                     out.append(f"dhcp {uuid}: host file {name} differs")
             if not _same(p.opts, opts_file(server), FILE_MODE):
                 out.append(f"dhcp {uuid}: options file differs")
-            if not _same(p.script, lease_script(self.lease_script_argv, server, self.host), SCRIPT_MODE):
+            if not _same(p.script, lease_script(self.lease_script_argv, server, self.host, p), SCRIPT_MODE):
                 out.append(f"dhcp {uuid}: lease script differs")
             if p.reload_mark.exists():
                 out.append(f"dhcp {uuid}: dnsmasq still holds removed entries (SIGHUP pending)")
