@@ -42,6 +42,14 @@ exit 0
 """
 
 
+def floating_local(ns: Netns, dev: str | None = None) -> set[str]:
+    """Floating IPs the agent made local in ``ns`` (on ``dev``): its routes of type local
+    in table local, protocol 78, read with `ip -j route`."""
+    where = ["dev", dev] if dev else []
+    out = ns.run("ip", "-j", "-4", "route", "show", "table", "local", "proto", "78", "type", "local", *where)
+    return {str(r["dst"]) for r in json.loads(out or "[]")}
+
+
 def eventually(fn: Callable[[], T], timeout: float = 15.0, interval: float = 0.1, what: str = "") -> T:
     """Poll ``fn`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout

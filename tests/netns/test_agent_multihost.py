@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hostlab import PYTHON, Lab, eventually, udhcpc
+from hostlab import PYTHON, Lab, eventually, floating_local, udhcpc
 from nslab import Netns, World
 
 pytestmark = [pytest.mark.netns, pytest.mark.e2e]
@@ -366,9 +366,9 @@ def test_flatdhcp_multi_host(lab: Lab, world: World) -> None:
     # A floating IP of vm2 is NATed by h2 alone.
     fip = lab.cli_json(conf["h2"], "floating", "allocate", "--project-id", "p1")["address"]
     lab.cli(conf["h2"], "floating", "associate", fip, "--instance", VM2)
-    eventually(lambda: f"{fip}/32" in _addresses(h2, "pub0"), 20, what=f"{fip}/32 bound on h2's pub0")
+    eventually(lambda: fip in floating_local(h2, "pub0"), 20, what=f"{fip} local on h2's pub0")
     eventually(lambda: _nft_map(h2, "novanet", "floating-dnat") == {fip: addr2}, 20, what="h2 DNAT map")
-    assert f"{fip}/32" not in _addresses(h1, "pub0")
+    assert fip not in floating_local(h1) and f"{fip}/32" not in _addresses(h1, "pub0")
     assert fip not in _nft_map(h1, "novanet", "floating-dnat")
     inbound = lab.listen(vm2, 2222)
     assert eventually(lambda: lab.connect(outside, fip, 2222), 15, what="TCP to vm2's floating IP")
@@ -384,8 +384,8 @@ def test_flatdhcp_multi_host(lab: Lab, world: World) -> None:
     # Moved to vm1, the floating IP follows the instance to h1 (send_arp_for_ha tells the
     # outside at once): h2 lets go of it, h1 binds and NATs it.
     lab.cli(conf["h1"], "floating", "associate", fip, "--instance", VM1)
-    eventually(lambda: f"{fip}/32" in _addresses(h1, "pub0"), 20, what=f"{fip}/32 bound on h1's pub0")
-    eventually(lambda: f"{fip}/32" not in _addresses(h2, "pub0"), 20, what=f"{fip}/32 gone from h2")
+    eventually(lambda: fip in floating_local(h1, "pub0"), 20, what=f"{fip} local on h1's pub0")
+    eventually(lambda: fip not in floating_local(h2), 20, what=f"{fip} gone from h2")
     eventually(lambda: _nft_map(h1, "novanet", "floating-dnat") == {fip: addr1}, 20, what="h1 DNAT map")
     assert fip not in _nft_map(h2, "novanet", "floating-dnat")
     [h1pub] = _json(h1, "ip", "-j", "link", "show", "dev", "pub0")

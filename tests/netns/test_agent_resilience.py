@@ -1,5 +1,5 @@
 """The agent survives what happens to hosts: kill -9 in the middle of a full sync of
-1,000 floating IPs (twice: while binding the /32s, while writing dnsmasq's hosts), an
+1,000 floating IPs (twice: while making them local, while writing dnsmasq's hosts), an
 outside `nft flush ruleset`, a killed dnsmasq, a deleted bridge, and a restart under a
 running instance. Verified with independent tools (`ip -j`, `nft -j`, /proc, a real DHCP
 client, `ip monitor`), not by the agent reading itself back.
@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hostlab import NOVANET, Lab, eventually
+from hostlab import NOVANET, Lab, eventually, floating_local
 from nslab import Netns, World
 
 from novanet import config as C
@@ -64,11 +64,6 @@ def our_tables(ns: Netns) -> list[str]:
 
 def dnat_map(ns: Netns) -> dict[str, str]:
     return {k: v for k, v in nft_table(ns, "ip")["sets"].get("floating-dnat", [])}
-
-
-def bound32(ns: Netns, iface: str) -> set[str]:
-    (link,) = json.loads(ns.run("ip", "-j", "-4", "addr", "show", "dev", iface))
-    return {a["local"] for a in link["addr_info"] if a["prefixlen"] == 32}
 
 
 def link_info(ns: Netns, name: str) -> dict[str, Any]:
@@ -201,14 +196,17 @@ def test_kill_9_during_a_full_sync_of_1000_floating_ips(lab: Lab, world: World) 
         ctx.engine.dispose()
     setup = time.monotonic() - t0
 
-    # Kill the agent mid-sync: its nftables transaction is in, the floating addresses are
-    # bound (in one batch) and dnsmasq has not been configured yet.
+    # Kill the agent mid-sync: its nftables transaction is in, the floating IPs' local
+    # routes are in (one batch) and dnsmasq has not been configured yet.
     agent = lab.start_agent(host, conf, HOST)
-    eventually(lambda: len(bound32(host, "pub0")) >= 50 or agent.poll() is not None, 90, 0.02, "binding")
+    local = eventually(
+        lambda: len(floating_local(host, "pub0")) >= 50 or agent.poll() is not None, 90, 0.02, "local routes"
+    )
+    assert local
     agent.send_signal(signal.SIGKILL)
     agent.wait(timeout=10)
-    half = bound32(host, "pub0")
-    assert 50 <= len(half) <= N_FLOATING, f"not killed mid-sync: {len(half)} /32s bound"
+    half = floating_local(host, "pub0")
+    assert 50 <= len(half) <= N_FLOATING, f"not killed mid-sync: {len(half)} floating IPs local"
     assert full_syncs(lab) == 0 and dnsmasq_pid(lab) is None
     # The tables of the first (and only) full sync on a clean host are the reference.
     reference = {fam: nft_table(host, fam) for fam in ("ip", "bridge")}
@@ -264,10 +262,11 @@ def test_kill_9_during_a_full_sync_of_1000_floating_ips(lab: Lab, world: World) 
     assert snat == {f: a for a, f in associated.items()}
     assert len(now["ip"]["sets"]["floating-out"]) == len(associated)
 
-    # Nothing leaked: exactly the associated /32s, one dnsmasq with one file per host.
-    assert bound32(host, "pub0") == set(associated)
-    assert not set(bound_gone) & (set(dnat_map(host)) | bound32(host, "pub0"))
-    assert set(bridge_addresses(host, "pub0")) == {f"{PUBLIC_HOST}/24"} | {f"{a}/32" for a in associated}
+    # Nothing leaked: exactly the associated floating IPs are local (routes, no /32
+    # addresses), one dnsmasq with one file per host.
+    assert floating_local(host, "pub0") == set(associated)
+    assert not set(bound_gone) & (set(dnat_map(host)) | floating_local(host, "pub0"))
+    assert set(bridge_addresses(host, "pub0")) == {f"{PUBLIC_HOST}/24"}
     assert dnsmasq_processes(lab) == [dnsmasq_pid(lab)]
     (pid_file,) = pid_files(lab)
     hosts = os.listdir(pid_file.parent / "hosts.d")
@@ -348,7 +347,7 @@ def test_drift_is_repaired_within_10s_and_reported_while_the_agent_is_down(lab: 
         assert f"nftables: {needle}" in out, out
     assert "links: bridge br100 is missing" in out, out
     assert "dnsmasq is not running" in out, out
-    assert f"{floating}/32" not in out  # (still bound on pub0: that part did not drift)
+    assert floating not in out  # (still local on pub0: that part did not drift)
 
     before = full_syncs(lab)
     lab.start_agent(host, conf, HOST)

@@ -17,11 +17,9 @@ from novanet.host.model import Bridge, Segment
 from novanet.host.netlink.realizer import (
     KernelFeatureMissing,
     PyrouteLinks,
-    bind_addresses,
     drift,
     ensure_bridges,
     remove_bridges,
-    unbind_addresses,
 )
 
 if TYPE_CHECKING:  # the fixture's types; conftest is not importable as a module
@@ -150,16 +148,28 @@ def test_two_hosts_reach_each_other_over_vxlan(world: World) -> None:
     assert all(e["mac"] == "00:00:00:00:00:00" for e in fdb if e.get("dst")), fdb
 
 
-def test_floating_addresses_forwarding_and_gratuitous_arp(world: World) -> None:
+def local_routes(ns: Netns) -> list[dict[str, Any]]:
+    return [r for r in ip_json(ns, "-4", "route", "show", "table", "local") if r.get("type") == "local"]
+
+
+def test_floating_ips_as_local_routes_forwarding_and_gratuitous_arp(world: World) -> None:
+    """A floating IP is a local route in table local (protocol 78), no address: the host
+    answers ARP for it and accepts its packets, announces it, and an address of an older
+    version turns into the route without a gap."""
     h, out = world.ns("fh"), world.ns("fo")
     world.veth(h, "pub0", out, "ext0")
     h.run("ip", "addr", "add", "203.0.113.1/24", "dev", "pub0")
     out.run("ip", "addr", "add", "203.0.113.254/24", "dev", "ext0")
     out.run("sysctl", "-qw", "net.ipv4.conf.ext0.arp_accept=1")
     with PyrouteLinks(h.name) as backend:
-        assert bind_addresses(backend, "pub0", {"203.0.113.5"}) == ["bound 203.0.113.5/32 on pub0"]
-        assert bind_addresses(backend, "pub0", {"203.0.113.5"}) == []
-    assert ("203.0.113.5/32", False) in addrs(h, "pub0")
+        backend.set_local_routes("pub0", ["203.0.113.5", "203.0.113.6"], [])
+        backend.set_local_routes("pub0", ["203.0.113.5"], ["203.0.113.9"])  # present / absent: fine
+        assert backend.local_routes() == {"pub0": {"203.0.113.5", "203.0.113.6"}}
+    ours = {r["dst"]: r for r in local_routes(h) if r.get("protocol") == "78"}
+    assert set(ours) == {"203.0.113.5", "203.0.113.6"}
+    assert all(r["dev"] == "pub0" and r["scope"] == "host" and r["prefsrc"] == a for a, r in ours.items())
+    assert addrs(h, "pub0") == [("203.0.113.1/24", False)]  # no address for them
+    out.run("ping", "-c", "1", "-W", "2", "203.0.113.5", timeout=30)  # ARP answered, packet accepted
 
     root_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     assert (
@@ -171,18 +181,35 @@ def test_floating_addresses_forwarding_and_gratuitous_arp(world: World) -> None:
     assert h.run("cat", "/proc/sys/net/ipv4/ip_forward").strip() == "1"
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == root_forward
 
+    # arping binds to the floating IP: a local route makes it bindable, as an address would
     python_in(
         h,
-        "from novanet.host.netlink.realizer import gratuitous_arp; gratuitous_arp('pub0', '203.0.113.5', 2)",
+        "from novanet.host.netlink.realizer import gratuitous_arp; gratuitous_arp('pub0', '203.0.113.6', 2)",
     )
     mac = link(h, "pub0")["address"]
-    neigh = ip_json(out, "neigh", "show", "203.0.113.5", "dev", "ext0")
+    neigh = ip_json(out, "neigh", "show", "203.0.113.6", "dev", "ext0")
     assert [n.get("lladdr") for n in neigh] == [mac]
 
+    # An older version's /32 address: the route replaces the kernel's local route of it,
+    # and deleting the address then leaves ours in place.
+    h.run("ip", "addr", "add", "203.0.113.7/32", "dev", "pub0")
     with PyrouteLinks(h.name) as backend:
-        assert unbind_addresses(backend, "pub0", {"203.0.113.5"}) == ["unbound 203.0.113.5/32 from pub0"]
-        assert unbind_addresses(backend, "pub0", {"203.0.113.5"}) == []
+        backend.set_local_routes("pub0", ["203.0.113.7"], [])
+        backend.set_host_addresses("pub0", [], ["203.0.113.7/32"])
     assert addrs(h, "pub0") == [("203.0.113.1/24", False)]
+    assert "203.0.113.7" in {r["dst"] for r in local_routes(h) if r.get("protocol") == "78"}
+    out.run("ping", "-c", "1", "-W", "2", "203.0.113.7", timeout=30)
+
+    # down and up again: the routes stay (as addresses would)
+    h.run("ip", "link", "set", "pub0", "down")
+    h.run("ip", "link", "set", "pub0", "up")
+    with PyrouteLinks(h.name) as backend:
+        assert backend.local_routes() == {"pub0": {"203.0.113.5", "203.0.113.6", "203.0.113.7"}}
+        backend.set_local_routes("pub0", [], ["203.0.113.5", "203.0.113.6", "203.0.113.7"])
+        assert backend.local_routes() == {}
+    assert not [r for r in local_routes(h) if r.get("protocol") == "78"]
+    out.run("ip", "neigh", "flush", "dev", "ext0")
+    assert not out.ok("ping", "-c", "1", "-W", "1", "203.0.113.5")
 
 
 def test_vlan_segment_needs_8021q(world: World) -> None:

@@ -119,6 +119,10 @@ class Env:
         return {k: v for k, v in self.nft.elements("ip", "floating-dnat")}
 
     def bound(self) -> set[str]:
+        """The floating IPs local on pub0: our local routes through it."""
+        return self.links.local_routes().get("pub0", set())
+
+    def addresses32(self) -> set[str]:
         return {a.cidr for a in self.links.addresses("pub0") if a.cidr.endswith("/32")}
 
     def newest_change(self) -> int:
@@ -214,7 +218,7 @@ def test_floating_associate_is_one_element_delta_without_reading_the_snapshot(en
         ("add", "floating-out"): 1,
     }
     assert env.dnat() == {fip: fixed}
-    assert env.bound() == {f"{fip}/32"}
+    assert env.bound() == {fip}
     assert len(env.runner.started) == starts and env.runner.hups() == 0  # dnsmasq untouched
 
     F.disassociate(env.ctx, fip)
@@ -296,13 +300,13 @@ def _fail_nft(env: Env) -> type[Exception]:
 
 
 def _fail_links(env: Env) -> type[Exception]:
-    real = env.links.add_address
+    real = env.links.set_local_routes
 
-    def once(name: str, cidr: str) -> None:
-        env.links.add_address = real  # type: ignore[method-assign]
-        raise LinkError(f"add {cidr} to {name}: No buffer space available")
+    def once(name: str, add: list[str], delete: list[str]) -> None:
+        env.links.set_local_routes = real  # type: ignore[method-assign]
+        raise LinkError(f"local routes on {name}: No buffer space available")
 
-    env.links.add_address = once  # type: ignore[method-assign]
+    env.links.set_local_routes = once  # type: ignore[method-assign]
     return LinkError
 
 
@@ -322,7 +326,7 @@ def test_a_failing_realizer_makes_the_next_step_a_full_sync(env: Env, fail: Any)
     env.agent.step()
     assert not env.agent.needs_full
     assert len(env.nft.log) == txs + 1 and is_full(env.nft.log[-1])
-    assert env.dnat() == {fip: fixed} and env.bound() == {f"{fip}/32"}
+    assert env.dnat() == {fip: fixed} and env.bound() == {fip}
     assert env.agent.check() == []
     env.reads.clear()
     assert env.agent.partial_sync() is False  # the failed change is not applied twice
@@ -380,10 +384,10 @@ def test_check_names_floating_addresses_bound_or_missing(env: Env) -> None:
     inst, _ = env.instance()
     fip = env.floating(inst)
     env.agent.partial_sync()
-    env.links.delete_address("pub0", f"{fip}/32")
+    env.links.set_local_routes("pub0", [], [fip])
     stale = "203.0.113.30"
-    env.links.add_address("pub0", f"{stale}/32")
-    env.links.add_address("pub0", "198.51.100.7/32")  # not a floating IP: not ours to judge
+    env.links.set_local_routes("pub0", [stale], [])
+    env.links.add_address("pub0", "198.51.100.7/32")  # an address, not a floating IP: not ours
     problems = env.agent.check()
     assert problems == [
         f"floating: 1 not bound on pub0: {fip}",
@@ -391,7 +395,28 @@ def test_check_names_floating_addresses_bound_or_missing(env: Env) -> None:
     ]
     env.agent.full_sync()
     assert env.agent.check() == []
-    assert env.bound() == {f"{fip}/32", "198.51.100.7/32"}
+    assert env.bound() == {fip} and env.addresses32() == {"198.51.100.7/32"}
+
+
+def test_floating_addresses_of_an_older_version_become_local_routes(env: Env) -> None:
+    """Before the local routes, floating IPs were /32 addresses on their interface: a full
+    sync turns them into routes (those NATed here) or removes them (the others); an
+    address that is no floating IP stays."""
+    synced(env)
+    inst, _ = env.instance()
+    fip = env.floating(inst)
+    env.agent.partial_sync()
+    other = str(F.allocate(env.ctx, "p1")["address"])  # a floating IP NATed nowhere
+    env.links.set_local_routes("pub0", [], [fip])
+    for a in (fip, other, "198.51.100.7"):
+        env.links.add_address("pub0", f"{a}/32")
+    assert env.agent.check() == [
+        f"floating: 1 not bound on pub0: {fip}",
+        f"floating: 2 bound as /32 addresses on pub0 (instead of local routes): {loop._some({fip, other})}",
+    ]
+    env.agent.full_sync()
+    assert env.bound() == {fip} and env.addresses32() == {"198.51.100.7/32"}
+    assert env.agent.check() == []
 
 
 def test_the_periodic_resync_repairs_a_change_the_log_never_brought(env: Env) -> None:

@@ -20,12 +20,10 @@ from novanet.host.netlink.realizer import (
     ObjectNotFound,
     Route,
     arping_command,
-    bind_addresses,
     drift,
     enable_forwarding,
     ensure_bridges,
     remove_bridges,
-    unbind_addresses,
 )
 from novanet.host.vif import libvirt_xml, plug_netns, plug_tap, unplug
 
@@ -300,21 +298,19 @@ def test_drift_names_the_differences(host: FakeLinks) -> None:
     assert drift([BR], host) == []
 
 
-# -- floating addresses, forwarding, arping ---------------------------------------------------
-def test_bind_and_unbind_floating_addresses(host: FakeLinks) -> None:
-    assert bind_addresses(host, "eth0", {"203.0.113.5", "203.0.113.4"}) == [
-        "bound 203.0.113.4/32 on eth0",
-        "bound 203.0.113.5/32 on eth0",
-    ]
-    assert bind_addresses(host, "eth0", {"203.0.113.5"}) == []
-    assert links(host)["eth0"]["addresses"] == ["192.0.2.1/24", "203.0.113.4/32", "203.0.113.5/32"]
-    assert unbind_addresses(host, "eth0", {"203.0.113.4", "203.0.113.9"}) == [
-        "unbound 203.0.113.4/32 from eth0"
-    ]
-    assert unbind_addresses(host, "eth0", {"203.0.113.4"}) == []
-    assert links(host)["eth0"]["addresses"] == ["192.0.2.1/24", "203.0.113.5/32"]
+# -- floating IPs (local routes), forwarding, arping -----------------------------------------
+def test_local_routes_of_floating_ips(host: FakeLinks) -> None:
+    host.set_local_routes("eth0", ["203.0.113.5", "203.0.113.4"], [])
+    host.set_local_routes("eth0", ["203.0.113.5"], ["203.0.113.9"])  # present / absent: fine
+    assert host.local_routes() == {"eth0": {"203.0.113.4", "203.0.113.5"}}
+    assert host.dump()["local"] == {"eth0": ["203.0.113.4", "203.0.113.5"]}
+    assert links(host)["eth0"]["addresses"] == ["192.0.2.1/24"]  # no address for them
+    host.set_local_routes("eth0", [], ["203.0.113.4"])
+    assert host.local_routes() == {"eth0": {"203.0.113.5"}}
     with pytest.raises(ObjectNotFound):
-        bind_addresses(host, "eth7", {"203.0.113.5"})
+        host.set_local_routes("eth7", ["203.0.113.5"], [])
+    host.delete_link("eth0")  # the routes go with their device
+    assert host.local_routes() == {}
 
 
 def test_enable_forwarding(tmp_path: Path) -> None:

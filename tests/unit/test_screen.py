@@ -174,7 +174,7 @@ def test_bad_rows_leave_the_rest_of_the_host_converged(env: Env) -> None:  # noq
     assert not e.agent.needs_full, "the full sync failed"
     assert e.links.link("br100") is not None and e.links.link("br101") is None
     assert e.dnat() == {fip: dataclasses.asdict(e.agent.snap.floating[fip])["fixed_address"]}  # type: ignore[union-attr]
-    assert e.bound() == {f"{fip}/32"}
+    assert e.bound() == {fip}
     assert len(e.runner.dump()) == 1  # dnsmasq of the healthy network only
     problems = e.agent.check()
     skipped = sorted(p for p in problems if p.startswith("database: "))

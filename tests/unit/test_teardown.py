@@ -27,7 +27,7 @@ def test_deleted_network_leaves_nothing_and_a_restarted_agent_cleans_up(env: Env
     fip = e.floating(inst)
     e.agent.step()
     assert {"br100", "br101"} <= {link.name for link in e.links.links()}
-    assert e.dnat() and e.bound() == {f"{fip}/32"}
+    assert e.dnat() and e.bound() == {fip}
 
     # The agent is down while the instance goes and both networks are deleted.
     F.disassociate(e.ctx, fip)

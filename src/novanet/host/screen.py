@@ -141,9 +141,17 @@ def check_vif(v: SnapVif, net: Network | None) -> None:
         _check(cidr is None or addr in cidr, f"fixed address {a} is outside {cidr}")
 
 
+def _special(addr: IPv4Address) -> str | None:
+    """``ipam.special_purpose`` of an address, with the common answer (none) found by
+    membership tests: 10,000 floating IPs per full sync."""
+    if not any(addr in net for net, _ in ipam.SPECIAL_PURPOSE):
+        return None
+    return ipam.special_purpose(addr)
+
+
 def check_floating(f: SnapFloating) -> None:
     addr = _address(f.address, "address")
-    _check(ipam.special_purpose(addr) is None, f"address {addr} is {ipam.special_purpose(addr)}")
+    _check(_special(addr) is None, f"address {addr} is {_special(addr)}")
     _address(f.fixed_address, "fixed address")
     _name(f.interface, "interface")
 

@@ -14,6 +14,7 @@ restart only when the command line itself changed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -259,26 +260,43 @@ class DnsmasqManager:
     # --- files -------------------------------------------------------------------
 
     def _sync_hosts(self, p: NetworkPaths, wanted: dict[str, str]) -> tuple[int, int, int]:
-        """Make hosts.d hold exactly ``wanted``; returns (added, changed, removed)."""
-        present = set()
-        for name in os.listdir(p.hosts_dir):
-            if name.startswith("."):
-                (p.hosts_dir / name).unlink(missing_ok=True)  # a write cut short
-            else:
-                present.add(name)
-        new = sorted(wanted.keys() - present)
-        changed = [
-            n for n in sorted(wanted.keys() & present) if not _same(p.hosts_dir / n, wanted[n], FILE_MODE)
-        ]
-        stale = sorted(present - wanted.keys())
-        if changed or stale:
-            # dnsmasq keeps entries of changed and deleted files until SIGHUP: the mark is
-            # set before the files change, so a crash in between still ends in a SIGHUP.
-            p.reload_mark.touch(mode=FILE_MODE)
-        for name in new + changed:
-            _write_if_changed(p.hosts_dir / name, wanted[name], FILE_MODE)
-        for name in stale:
-            (p.hosts_dir / name).unlink(missing_ok=True)
+        """Make hosts.d hold exactly ``wanted``; returns (added, changed, removed).
+
+        One pass over the directory through a descriptor (no path objects, no stat per
+        file: 10,000 reservations at a first sync). A new file is written straight under
+        its name: dnsmasq reads a hosts.d file on IN_CLOSE_WRITE, so it sees it whole, and
+        one cut short by a crash differs from what is wanted at the next sync, which
+        rewrites it and sends the SIGHUP. A changed file is replaced by a rename, as dnsmasq
+        may read it at any time. No fsync: dnsmasq reads the page cache, and a host that
+        reboots gets its files from the database again."""
+        dfd = os.open(p.hosts_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            present = set()
+            for name in os.listdir(dfd):
+                if name.startswith("."):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=dfd)  # a write cut short
+                else:
+                    present.add(name)
+            new = sorted(wanted.keys() - present)
+            changed = [n for n in sorted(wanted.keys() & present) if not _same_at(dfd, n, wanted[n])]
+            stale = sorted(present - wanted.keys())
+            if changed or stale:
+                # dnsmasq keeps entries of changed and deleted files until SIGHUP: the mark
+                # is set before the files change, so a crash in between still ends in one.
+                p.reload_mark.touch(mode=FILE_MODE)
+            for name in new:
+                try:
+                    _write_at(dfd, name, wanted[name], os.O_EXCL)
+                except FileExistsError:  # appeared since the listing: replace it
+                    _replace_at(dfd, name, wanted[name])
+            for name in changed:
+                _replace_at(dfd, name, wanted[name])
+            for name in stale:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dfd)
+        finally:
+            os.close(dfd)
         return len(new), len(changed), len(stale)
 
     def _warn_unreadable(self, p: NetworkPaths) -> None:
@@ -452,3 +470,33 @@ def _same(path: Path, content: str, mode: int) -> bool:
         return stat.S_IMODE(path.stat().st_mode) == mode and path.read_text(encoding="utf-8") == content
     except (OSError, UnicodeDecodeError):
         return False
+
+
+def _write_at(dfd: int, name: str, content: str, flags: int = os.O_TRUNC) -> None:
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | flags, FILE_MODE, dir_fd=dfd)
+    try:
+        os.fchmod(fd, FILE_MODE)  # not subject to the umask, unlike the open() mode
+        os.write(fd, content.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _replace_at(dfd: int, name: str, content: str) -> None:
+    """Atomically, through a dot-named temporary file renamed over ``name``."""
+    tmp = f".{name}.tmp"
+    _write_at(dfd, tmp, content)
+    os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+
+def _same_at(dfd: int, name: str, content: str) -> bool:
+    try:
+        fd = os.open(name, os.O_RDONLY, dir_fd=dfd)
+    except OSError:
+        return False
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != FILE_MODE:
+            return False
+        data = content.encode("utf-8")
+        return os.read(fd, len(data) + 1) == data
+    finally:
+        os.close(fd)

@@ -16,6 +16,9 @@ from typing import Protocol
 from novanet.domain.errors import InvalidInput, NovanetError
 
 ZERO_MAC = "00:00:00:00:00:00"
+# The routing protocol number that marks a route as novanet's (free in rtnetlink.h and
+# /etc/iproute2/rt_protos): the local routes that make floating IPs local addresses.
+PROTO_NOVANET = 78
 
 
 class LinkError(NovanetError):
@@ -121,7 +124,19 @@ class LinkBackend(Protocol):
     def add_address(self, name: str, cidr: str) -> None: ...
     def delete_address(self, name: str, cidr: str) -> None: ...
     def set_host_addresses(self, name: str, add: list[str], delete: list[str]) -> None:
-        """Add and delete many /32s at once (floating IPs); present/absent ones are fine."""
+        """Add and delete many /32 addresses at once; present/absent ones are fine. (Floating
+        IPs were /32 addresses before they became local routes: a full sync removes those.)"""
+        ...
+
+    def local_routes(self) -> dict[str, set[str]]:
+        """Floating IPs made local by novanet, by device: the routes of type local in table
+        local with protocol ``PROTO_NOVANET`` (bare /32 addresses)."""
+        ...
+
+    def set_local_routes(self, name: str, add: list[str], delete: list[str]) -> None:
+        """Add and delete many of those routes on ``name`` at once (``ip route replace local
+        A dev NAME table local proto novanet scope host src A``); present/absent ones are
+        fine."""
         ...
 
     def routes(self, name: str) -> list[Route]: ...

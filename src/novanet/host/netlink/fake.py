@@ -11,7 +11,8 @@ deleting a lower device deletes its vlan/vxlan devices; deleting one veth end de
 the other, in whichever namespace; a netns move renames, downs and flushes the device;
 deleting an absent remote of an existing all-zeros FDB entry succeeds; a bridge whose MAC
 was never set takes the lowest MAC of its ports, one set by the user sticks; IPv6 is on
-for every new link until turned off.
+for every new link until turned off; novanet's local routes (floating IPs) stay when their
+device goes down and go with it when it is deleted or moved.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from novanet.host.netlink.base import (
     ObjectNotFound,
     Route,
     canonical_cidr,
+    ipv4,
     subnet_of,
 )
 
@@ -67,6 +69,7 @@ class FakeLinks:
         self._counter = counter if counter is not None else itertools.count(2)
         self._devs: dict[str, _Dev] = {}
         self._routes: list[tuple[str, Route]] = []
+        self._local: dict[str, set[str]] = {}  # device -> addresses of our local routes
         self.add_nic("lo", mtu=65536)
 
     # -- test helpers ------------------------------------------------------------------
@@ -95,7 +98,8 @@ class FakeLinks:
         routes = [
             {"dev": dev, **{k: v for k, v in vars(r).items() if v is not None}} for dev, r in self._routes
         ]
-        return {"links": links, "routes": routes}
+        local = {dev: sorted(a, key=IPv4Address) for dev, a in sorted(self._local.items()) if a}
+        return {"links": links, "routes": routes, **({"local": local} if local else {})}
 
     # -- internals ---------------------------------------------------------------------
     def _new(self, name: str, kind: str | None, *, mtu: int = 1500, up: bool = False, **attrs: Any) -> _Dev:
@@ -135,6 +139,11 @@ class FakeLinks:
     def _flush_routes(self, name: str) -> None:
         self._routes = [(dev, r) for dev, r in self._routes if dev != name]
 
+    def _gone(self, name: str) -> None:
+        """A device deleted or moved away takes every route through it along."""
+        self._flush_routes(name)
+        self._local.pop(name, None)
+
     # -- LinkBackend: reading ----------------------------------------------------------
     def links(self) -> list[Link]:
         return [d.link for d in self._devs.values()]
@@ -152,6 +161,15 @@ class FakeLinks:
 
     def fdb_remotes(self, name: str) -> list[str]:
         return list(self._dev(name).fdb)
+
+    def local_routes(self) -> dict[str, set[str]]:
+        return {dev: set(a) for dev, a in self._local.items() if a}
+
+    def set_local_routes(self, name: str, add: list[str], delete: list[str]) -> None:
+        self._dev(name)
+        mine = self._local.setdefault(name, set())
+        mine -= {ipv4(a) for a in delete}
+        mine |= {ipv4(a) for a in add}
 
     # -- LinkBackend: links ------------------------------------------------------------
     def add_bridge(self, name: str) -> None:
@@ -234,7 +252,7 @@ class FakeLinks:
         if new_name in target._devs:
             raise ObjectExists(f"interface {new_name} exists in {netns}")
         self.set_master(name, None)
-        self._flush_routes(name)
+        self._gone(name)
         del self._devs[name]
         d.link = replace(d.link, name=new_name, up=False)
         d.addresses = []
@@ -252,7 +270,7 @@ class FakeLinks:
     def delete_link(self, name: str) -> None:
         d = self._dev(name)
         del self._devs[name]
-        self._flush_routes(name)
+        self._gone(name)
         for other in list(self._devs.values()):
             if other.link.master == name:
                 other.link = replace(other.link, master=None)

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from ipaddress import IPv4Address
 from pathlib import Path
 
 from novanet.domain.errors import InvalidInput
@@ -57,14 +56,12 @@ __all__ = [
     "PyrouteLinks",
     "Route",
     "arping_command",
-    "bind_addresses",
     "drift",
     "enable_forwarding",
     "ensure_bridges",
     "gratuitous_arp",
     "ipv6_off",
     "remove_bridges",
-    "unbind_addresses",
 ]
 
 
@@ -294,31 +291,7 @@ def remove_bridges(backend: LinkBackend, names: Iterable[str]) -> list[str]:
     return changes
 
 
-# -- floating addresses, forwarding, ARP ----------------------------------------------------
-def bind_addresses(backend: LinkBackend, interface: str, addresses: Iterable[str]) -> list[str]:
-    """Bind each floating IP as /32 on the public interface (present ones are left alone)."""
-    return _host_addresses(backend, interface, set(addresses), bind=True)
-
-
-def unbind_addresses(backend: LinkBackend, interface: str, addresses: Iterable[str]) -> list[str]:
-    """Remove floating IP /32s from the public interface; an address already gone is success."""
-    return _host_addresses(backend, interface, set(addresses), bind=False)
-
-
-def _host_addresses(backend: LinkBackend, interface: str, addresses: set[str], *, bind: bool) -> list[str]:
-    interface_name(interface, "public interface")
-    have = {a.cidr for a in backend.addresses(interface)}
-    wanted = sorted({f"{ipv4(ip)}/32" for ip in addresses}, key=lambda c: IPv4Address(c.split("/")[0]))
-    todo = [c for c in wanted if (c in have) != bind]
-    if not todo:
-        return []
-    if bind:
-        backend.set_host_addresses(interface, todo, [])
-        return [f"bound {c} on {interface}" for c in todo]
-    backend.set_host_addresses(interface, [], todo)
-    return [f"unbound {c} from {interface}" for c in todo]
-
-
+# -- forwarding, ARP -------------------------------------------------------------------------
 def enable_forwarding(path: Path = Path("/proc/sys/net/ipv4/ip_forward")) -> bool:
     """Set ip_forward=1 in the namespace the process runs in; True when it changed."""
     if path.read_text().strip() == "1":
