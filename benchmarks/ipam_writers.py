@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ipam_writers.py --backend both            # 1 and 8 writers
     .venv/bin/python benchmarks/ipam_writers.py --backend postgresql --writers 1,8 --instances 8000
+    .venv/bin/python benchmarks/ipam_writers.py --backend postgresql --pg-commit on --batch 1,10,50
     .venv/bin/python benchmarks/ipam_writers.py --json
 
 Per backend, on a fresh database with one FlatDHCP /16 (the same network as ipam.py):
@@ -12,6 +13,11 @@ CLI do), all starting together; then each deallocates its own with
 writers (wall time from the first start to the last end), and the rate of the first and
 the last thousand allocations completed (flat = the cost does not grow as the network
 fills). Plain SQL checks the counts after each phase.
+
+``--batch B`` (comma-separated, default 1): each writer allocates B instances per
+transaction with ``allocate_many`` (and deallocates B per transaction with
+``deallocate_many``), one commit per batch: what batching and group commit give. B=1 is
+the single-instance path (a batch of one).
 
 PostgreSQL also runs with ``synchronous_commit=off`` for the session (``--pg-commit
 both``, the default): each commit then no longer waits for its WAL flush, which shows how
@@ -46,12 +52,14 @@ class Run:
     backend: str
     commit: str
     writers: int
+    batch: int
     instances: int
     alloc_per_s: float
     dealloc_per_s: float
     first_window_per_s: float
     last_window_per_s: float
     client_cpu_ms: float  # CPU time of the writer processes per allocation
+    client_cpu_dealloc_ms: float  # ... per deallocation
     load_before: float
     load_after: float
 
@@ -73,7 +81,7 @@ def _ctx(url: str) -> Any:
     return Ctx(create_engine(url), cfg)
 
 
-def _writer(url: str, uuids: list[str], host: str, start: Any, middle: Any, out: Any) -> None:
+def _writer(url: str, uuids: list[str], host: str, batch: int, start: Any, middle: Any, out: Any) -> None:
     from novanet.domain.modes import FLATDHCP
     from novanet.service import instances as I
 
@@ -81,15 +89,24 @@ def _writer(url: str, uuids: list[str], host: str, start: Any, middle: Any, out:
     done: list[float] = []
     start.wait()
     cpu0 = time.process_time()
-    for u in uuids:
-        I.allocate_for_instance(ctx, FLATDHCP, I.AllocateRequest(u, "bench", host))
-        done.append(time.time())
+    chunks = [uuids[i : i + batch] for i in range(0, len(uuids), batch)]
+    for chunk in chunks:
+        if batch == 1:
+            I.allocate_for_instance(ctx, FLATDHCP, I.AllocateRequest(chunk[0], "bench", host))
+        else:
+            I.allocate_many(ctx, FLATDHCP, [I.AllocateRequest(u, "bench", host) for u in chunk])
+        done += [time.time()] * len(chunk)
     cpu_alloc = time.process_time() - cpu0
     middle.wait()
     t = time.time()
-    for u in uuids:
-        I.deallocate_for_instance(ctx, u)
-    out.put({"done": done, "dealloc": (t, time.time()), "cpu_alloc": cpu_alloc})
+    cpu1 = time.process_time()
+    for chunk in chunks:
+        if batch == 1:
+            I.deallocate_for_instance(ctx, chunk[0])
+        else:
+            I.deallocate_many(ctx, chunk)
+    cpu_dealloc = time.process_time() - cpu1
+    out.put({"done": done, "dealloc": (t, time.time()), "cpu_alloc": cpu_alloc, "cpu_dealloc": cpu_dealloc})
     ctx.engine.dispose()
 
 
@@ -107,7 +124,7 @@ def _count(url: str) -> int:
     return n
 
 
-def run_once(backend: str, url: str, commit: str, writers: int, instances: int) -> Run:
+def run_once(backend: str, url: str, commit: str, writers: int, batch: int, instances: int) -> Run:
     from novanet.db.migrate import sync
     from novanet.domain.modes import FLATDHCP
     from novanet.service import networks as N
@@ -129,7 +146,7 @@ def run_once(backend: str, url: str, commit: str, writers: int, instances: int) 
         mpc.Process(
             target=_writer,
             # each writer its own host: the scope of its changes is its own
-            args=(url, [str(uuid.uuid4()) for _ in range(per)], f"bench-{w}", start, middle, out),
+            args=(url, [str(uuid.uuid4()) for _ in range(per)], f"bench-{w}", batch, start, middle, out),
         )
         for w in range(writers)
     ]
@@ -161,12 +178,14 @@ def run_once(backend: str, url: str, commit: str, writers: int, instances: int) 
         backend=backend,
         commit=commit,
         writers=writers,
+        batch=batch,
         instances=total,
         alloc_per_s=total / (alloc_end - t0),
         dealloc_per_s=total / (dealloc_end - dealloc_start),
         first_window_per_s=first,
         last_window_per_s=last,
         client_cpu_ms=1000 * sum(r["cpu_alloc"] for r in results) / total,
+        client_cpu_dealloc_ms=1000 * sum(r["cpu_dealloc"] for r in results) / total,
         load_before=load_before,
         load_after=os.getloadavg()[0],
     )
@@ -177,11 +196,15 @@ def main() -> int:
     ap.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     ap.add_argument("--instances", type=int, default=8000)
     ap.add_argument("--writers", default="1,8", help="comma-separated numbers of writers (default 1,8)")
+    ap.add_argument("--batch", default="1", help="comma-separated instances per transaction (default 1)")
     ap.add_argument("--pg-commit", choices=("on", "off", "both"), default="both")
     ap.add_argument("--pg-url", default=os.environ.get("NOVANET_TEST_PG_URL", DEFAULT_PG))
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     writers = [int(x) for x in args.writers.split(",")]
+    batches = [int(x) for x in args.batch.split(",")]
+    if min(batches) < 1 or min(writers) < 1:
+        ap.error("--writers and --batch take positive numbers")
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
     runs: list[Run] = []
     for backend in backends:
@@ -191,13 +214,13 @@ def main() -> int:
             else (["on", "off"] if args.pg_commit == "both" else [args.pg_commit])
         )
         for commit in commits:
-            for w in writers:
+            for w, b in [(w, b) for w in writers for b in batches]:
                 db = sqlite_database() if backend == "sqlite" else postgres_database(args.pg_url)
                 with db as url:
-                    r = run_once(backend, url, commit, w, args.instances)
+                    r = run_once(backend, url, commit, w, b, args.instances)
                 runs.append(r)
                 print(
-                    f"{backend:10} commit={commit:3} writers={w}: alloc {r.alloc_per_s:7.0f}/s"
+                    f"{backend:10} commit={commit:3} writers={w} batch={b}: alloc {r.alloc_per_s:7.0f}/s"
                     f" (first {r.first_window_per_s:.0f}/s, last {r.last_window_per_s:.0f}/s),"
                     f" dealloc {r.dealloc_per_s:7.0f}/s; load {r.load_before:.1f} -> {r.load_after:.1f}",
                     file=sys.stderr,
@@ -206,12 +229,14 @@ def main() -> int:
     if args.json:
         print(json.dumps([asdict(r) for r in runs]))
     else:
-        head = ("backend", "commit", "writers", "alloc/s", "first/s", "last/s", "dealloc/s", "cpu ms", "load")
-        print("{:10} {:6} {:>7} {:>8} {:>8} {:>8} {:>9} {:>6} {}".format(*head))
+        head = ("backend", "commit", "writers", "batch", "alloc/s", "first/s", "last/s", "dealloc/s",
+                "cpu ms", "dcpu ms", "load")  # fmt: skip
+        print("{:10} {:6} {:>7} {:>5} {:>8} {:>8} {:>8} {:>9} {:>6} {:>7} {}".format(*head))
         for r in runs:
             print(
-                f"{r.backend:10} {r.commit:6} {r.writers:7d} {r.alloc_per_s:8.0f} {r.first_window_per_s:8.0f}"
-                f" {r.last_window_per_s:8.0f} {r.dealloc_per_s:9.0f} {r.client_cpu_ms:6.2f}"
+                f"{r.backend:10} {r.commit:6} {r.writers:7d} {r.batch:5d} {r.alloc_per_s:8.0f}"
+                f" {r.first_window_per_s:8.0f} {r.last_window_per_s:8.0f} {r.dealloc_per_s:9.0f}"
+                f" {r.client_cpu_ms:6.2f} {r.client_cpu_dealloc_ms:7.2f}"
                 f" {r.load_before:.1f}->{r.load_after:.1f}"
             )
     return 0

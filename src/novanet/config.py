@@ -119,6 +119,7 @@ class Config:
     api_listen_port: int = 8774
     api_workers: int = 1
     api_max_request_body_size: int = 114688  # bytes (nova's osapi_max_request_body_size, 112 KiB)
+    api_group_commit: int = 64  # most allocate/deallocate requests one transaction takes; 1: off
     # database
     connection: str = ""  # [database] connection; empty: SQLite under state_path
 
@@ -173,7 +174,7 @@ _RENAMED = {
     "osapi_max_request_body_size": "api_max_request_body_size",
 }
 # [api] options, read as api_<name>.
-_API_SECTION = ("listen", "listen_port", "workers", "max_request_body_size")
+_API_SECTION = ("listen", "listen_port", "workers", "max_request_body_size", "group_commit")
 _SUBST = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 

@@ -206,3 +206,39 @@ def test_multi_host_requested_first_free_address(cli) -> None:
     rows = {r["address"]: r for r in cli.json("fixed", "list", "--host", "h1")}
     assert rows["10.0.0.2"]["instance_uuid"] == uuid
     assert rows["10.0.0.3"]["instance_uuid"] is None and rows["10.0.0.3"]["host"] == "h1"
+
+
+def test_instance_allocate_and_deallocate_several_in_one_transaction(cli, net) -> None:
+    uuids = [new_uuid() for _ in range(3)]
+    res = cli.ok("instance", "allocate", *uuids, "--project-id", "p1", "--host", "h1")
+    assert res.out.splitlines() == [f"allocated 10.0.0.{i + 2} to instance {u}" for i, u in enumerate(uuids)]
+    more = [new_uuid(), new_uuid()]
+    out = cli.json("instance", "allocate", *more, "--project-id", "p1", "--host", "h2")
+    assert [o["uuid"] for o in out] == more
+    assert [o["network_info"] for o in out] == [cli.json("instance", "show", u)["network_info"] for u in more]
+    # one instance that already has networks refuses them all, and changes nothing
+    before = cli.snapshot()
+    res = cli("instance", "allocate", new_uuid(), uuids[1], "--project-id", "p1", "--host", "h1")
+    assert (
+        res.code == 4
+        and res.err == f"novanet: error: instance {uuids[1]} already has networks; deallocate it first\n"
+    )
+    res = cli(
+        "instance",
+        "allocate",
+        new_uuid(),
+        new_uuid(),
+        "--project-id",
+        "p1",
+        "--host",
+        "h1",
+        "--hostname",
+        "a",
+    )
+    assert res.code != 0 and res.err == "novanet: error: --hostname names one instance; give one UUID\n"
+    res = cli("instance", "deallocate", uuids[0], new_uuid())
+    assert res.code == 3 and len(res.err_lines) == 1
+    assert cli.snapshot() == before
+    done = cli.json("instance", "deallocate", *uuids, *more)
+    assert [d["uuid"] for d in done] == uuids + more
+    assert [d["freed"] for d in done[:3]] == [[f"10.0.0.{i + 2}"] for i in range(3)]

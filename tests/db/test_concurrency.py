@@ -67,12 +67,14 @@ class Call:
     """One use-case call a child makes."""
 
     # "fixed" (allocate), "churn" (allocate, then deallocate), "vlan-churn" (allocate,
-    # deallocate, hand the network back: disassociate its project) or "floating"
+    # deallocate, hand the network back: disassociate its project), "floating", or
+    # "batch" (allocate every instance of ``batch`` in one transaction)
     op: str
     project: str
     instance_uuid: str | None = None
     host: str = "compute1"
     networks: tuple[str, ...] = ()  # requested networks; () = the default choice
+    batch: tuple[str, ...] = ()  # instance uuids of a "batch" call
 
 
 @dataclass(frozen=True)
@@ -97,24 +99,17 @@ class Outcome:
 
 
 def _one_call(ctx: Ctx, mode: Mode, call: Call) -> dict[str, Any]:
+    if call.op == "batch":
+        reqs = [I.AllocateRequest(u, call.project, call.host) for u in call.batch]
+        infos = I.allocate_many(ctx, mode, reqs)
+        return {"batch": [_seen(call, u, info) for u, info in zip(call.batch, infos, strict=True)]}
     if call.op in ("fixed", "churn", "vlan-churn"):
         assert call.instance_uuid is not None
         requested = [I.RequestedNetwork(n) for n in call.networks]
         info = I.allocate_for_instance(
             ctx, mode, I.AllocateRequest(call.instance_uuid, call.project, call.host, requested)
         )
-        [vif] = info  # one network, one VIF
-        [subnet] = vif["network"]["subnets"]
-        [ip] = subnet["ips"]
-        out = {
-            "instance_uuid": call.instance_uuid,
-            "project": call.project,
-            "host": call.host,
-            "address": ip["address"],
-            "mac": vif["address"],
-            "network": vif["network"]["id"],
-            "gateway": subnet["gateway"],
-        }
+        out = _seen(call, call.instance_uuid, info)
         if call.op in ("churn", "vlan-churn"):
             out["freed"] = I.deallocate_for_instance(ctx, call.instance_uuid)["freed"]
         if call.op == "vlan-churn":
@@ -124,6 +119,21 @@ def _one_call(ctx: Ctx, mode: Mode, call: Call) -> dict[str, Any]:
         row = F.allocate(ctx, call.project)
         return {"project": call.project, "address": row["address"], "owner": row["project_id"]}
     raise AssertionError(f"unknown op {call.op}")
+
+
+def _seen(call: Call, instance_uuid: str, info: list[dict[str, Any]]) -> dict[str, Any]:
+    [vif] = info  # one network, one VIF
+    [subnet] = vif["network"]["subnets"]
+    [ip] = subnet["ips"]
+    return {
+        "instance_uuid": instance_uuid,
+        "project": call.project,
+        "host": call.host,
+        "address": ip["address"],
+        "mac": vif["address"],
+        "network": vif["network"]["id"],
+        "gateway": subnet["gateway"],
+    }
 
 
 def _worker(job: Job, barrier: Any, results: Any) -> None:
@@ -339,6 +349,64 @@ def test_fixed_allocation_race_on_a_large_network(db_url: str, check_db: sa.Engi
     assert len({s["mac"] for s in ok}) == WORKERS * CALLS
     _check_fixed_rows(check_db, ok)
     assert _free_fixed(check_db) == 1024 - 3 - WORKERS * CALLS
+
+
+BATCH = 10
+
+
+def _batch_calls(worker: int, batches: int) -> tuple[Call, ...]:
+    return tuple(
+        Call(
+            "batch",
+            project=f"proj-{worker % 3}",
+            host=f"compute-{worker % 2}",
+            batch=tuple(str(uuidlib.UUID(int=(worker + 1) << 64 | b << 16 | i)) for i in range(BATCH)),
+        )
+        for b in range(batches)
+    )
+
+
+def _flat(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    return [one for ok in _successes(outcomes) for one in ok["batch"]]
+
+
+def test_batch_allocation_race(db_url: str, check_db: sa.Engine) -> None:
+    """8 processes x 10 batches of 10 instances, each batch one transaction, on one
+    FlatDHCP /22: every batch succeeds, no address or MAC twice."""
+    ctx, engine = _setup(db_url, FLATDHCP_OVERRIDES)
+    _flatdhcp_network(ctx, "10.42.0.0/22")
+    engine.dispose()
+
+    outcomes = _run(db_url, FLATDHCP_OVERRIDES, [_batch_calls(w, 10) for w in range(WORKERS)])
+
+    assert _error_codes(outcomes) == Counter()
+    ok = _flat(outcomes)
+    assert len(ok) == WORKERS * 10 * BATCH
+    assert len({s["address"] for s in ok}) == len(ok)
+    assert len({s["mac"] for s in ok}) == len(ok)
+    _check_fixed_rows(check_db, ok)
+    assert _free_fixed(check_db) == 1024 - 3 - len(ok)
+    # every instance is in the change log, scoped to its host
+    logged = _rows(check_db, "SELECT ref, host FROM changes WHERE kind = 'instance' AND host IS NOT NULL")
+    assert {(r.ref, r.host) for r in logged} >= {(s["instance_uuid"], s["host"]) for s in ok}
+
+
+def test_batch_allocation_race_exhausts_a_small_network(db_url: str, check_db: sa.Engine) -> None:
+    """400 instances in batches of 10 on a /24 (253 free): batches are all or nothing, so
+    whole batches succeed until fewer than 10 addresses are left; a refused batch holds
+    nothing."""
+    ctx, engine = _setup(db_url, FLATDHCP_OVERRIDES)
+    _flatdhcp_network(ctx, "10.43.0.0/24")
+    engine.dispose()
+    free = _free_fixed(check_db)
+
+    outcomes = _run(db_url, FLATDHCP_OVERRIDES, [_batch_calls(w, 5) for w in range(WORKERS)])
+
+    ok = _flat(outcomes)
+    assert len(ok) == free - free % BATCH
+    assert _error_codes(outcomes) == Counter({"no_more_fixed_ips": WORKERS * 5 - len(ok) // BATCH})
+    _check_fixed_rows(check_db, ok)
+    assert _free_fixed(check_db) == free % BATCH
 
 
 def test_fixed_allocation_race_exhausts_a_small_network(db_url: str, check_db: sa.Engine) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,6 +16,7 @@ from novanet import __version__
 from novanet.api import errors
 from novanet.api.compute.router import router as compute_routes
 from novanet.api.middleware import BodyLimit, Metrics
+from novanet.api.native.instances import coalescers
 from novanet.api.native.router import router as native_routes
 from novanet.service.context import Ctx
 
@@ -61,8 +64,16 @@ def _with_faults(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_app(ctx: Ctx) -> FastAPI:
-    """An API application serving ``ctx``'s database. It keeps no state between requests."""
+    """An API application serving ``ctx``'s database. It keeps no state between requests
+    (the group-commit queues hold only requests in flight)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.coalescers.close()  # in-flight requests finish first
+
     app = FastAPI(
+        lifespan=lifespan,
         title="novanet",
         version=__version__,
         description=(
@@ -73,6 +84,7 @@ def create_app(ctx: Ctx) -> FastAPI:
         generate_unique_id_function=_operation_id,
     )
     app.state.ctx = ctx
+    app.state.coalescers = coalescers(ctx)
     errors.install(app)
     # /v2.1 is documented in /openapi.json; /v2 serves the same handlers.
     app.include_router(compute_routes, prefix=COMPUTE_PREFIXES[0])

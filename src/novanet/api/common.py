@@ -21,8 +21,13 @@ def warn_down(ctx: Ctx, response: Response, wanted: Iterable[str | None]) -> lis
     """Name, in a ``Warning`` header, each host in ``wanted`` whose agent is down: the
     change is saved, but nothing makes it real there until that agent is back."""
     problems = hosts.agents_down(ctx, wanted)
+    set_warning(response, problems)
+    return problems
+
+
+def set_warning(response: Response, problems: list[str]) -> None:
+    """The ``Warning`` header naming ``problems`` (none: no header)."""
     if problems:
         response.headers["Warning"] = ", ".join(
             '199 novanet "{}"'.format(p.replace('"', "'")) for p in problems
         )
-    return problems

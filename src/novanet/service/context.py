@@ -127,25 +127,38 @@ def record(
     agents concerned (NOTIFY on the host's or the network's channel, delivered on commit);
     SQLite agents poll the log.
     """
-    if not refs:
-        return
-    scope_hosts = sorted({h for h in hosts if h})
-    scope_nets = sorted({int(n) for n in networks if n is not None})
+    scope_hosts, scope_nets = list(hosts), list(networks)
+    record_many(ctx, conn, kind, [(r, scope_hosts, scope_nets) for r in refs])
+
+
+Scoped = tuple[str, Iterable[str | None], Iterable[int | None]]
+
+
+def record_many(ctx: Ctx, conn: Connection, kind: str, items: Iterable[Scoped]) -> None:
+    """``record`` for many refs, each with its own scope (ref, hosts, networks): one
+    insert and one wake-up per channel for a whole batch."""
     rows: list[dict[str, object]] = []
-    for r in refs:
+    channels: set[str] = set()
+    for r, hosts, networks in items:
+        scope_hosts = sorted({h for h in hosts if h})
+        scope_nets = sorted({int(n) for n in networks if n is not None})
         rows += [{"kind": kind, "ref": r, "host": h, "network_id": None} for h in scope_hosts]
         rows += [{"kind": kind, "ref": r, "host": None, "network_id": n} for n in scope_nets]
         if not scope_hosts and not scope_nets:
             rows.append({"kind": kind, "ref": r, "host": None, "network_id": None})
+        channels.update([host_channel(h) for h in scope_hosts] + [network_channel(n) for n in scope_nets])
+        if not scope_hosts and not scope_nets:
+            channels.add(CHANNEL)
+    if not rows:
+        return
     conn.execute(_INSERT_CHANGE, rows)
     if ctx.is_postgres:
-        channels = [host_channel(h) for h in scope_hosts] + [network_channel(n) for n in scope_nets]
         pending = conn.info.get(_NOTIFY_KEY)
         if pending is None:  # not inside run(): notify with the change, as a plain NOTIFY
-            for ch in channels or [CHANNEL]:
+            for ch in sorted(channels):
                 conn.execute(_NOTIFY_ONE, {"ch": ch})
         else:
-            pending.update(channels or [CHANNEL])
+            pending.update(channels)
 
 
 _NOTIFY_KEY = "novanet_notify"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -18,7 +19,7 @@ from novanet.domain.models import Network
 from novanet.service.context import Ctx, Retry, run, utcnow
 
 
-def _pick_stmt(postgres: bool) -> sa.Select[Any]:
+def _pick_stmt(postgres: bool, limit: Any = 1) -> sa.Select[Any]:
     # Literal predicates (not bound parameters) so the planner can prove the query
     # matches the partial "free" index.
     reserved = "false" if postgres else "0"
@@ -43,7 +44,7 @@ def _pick_stmt(postgres: bool) -> sa.Select[Any]:
             sa.text(f"fixed_ips.reserved = {reserved}"),
         )
         .order_by(*order)
-        .limit(1)
+        .limit(limit)
     )
     # PostgreSQL: rows being taken by other transactions are skipped, not waited for.
     return stmt.with_for_update(skip_locked=True) if postgres else stmt
@@ -54,6 +55,15 @@ _PICK = {False: _pick_stmt(False), True: _pick_stmt(True)}
 # PostgreSQL, when every free row is locked by others: wait for them instead of skipping,
 # since a unit that rolls back gives its row back (the lock re-checks the row after).
 _PICK_WAIT = _pick_stmt(True).with_for_update()
+
+
+@functools.lru_cache(maxsize=256)
+def _pick_n(postgres: bool, n: int) -> sa.Select[Any]:
+    """Several free rows at once, built once per count: the count is a literal in the
+    statement, so the planner sees as small a LIMIT as the single pick's."""
+    return _pick_stmt(postgres, sa.literal_column(str(int(n))))
+
+
 _CLAIM = (
     fixed_ips.update()
     .where(
@@ -80,6 +90,37 @@ def pick_free(ctx: Ctx, conn: Connection, net: Network) -> tuple[int, str]:
     if row is None:
         raise NoMoreFixedIps(f"no more fixed IPs in network {net.label} ({net.cidr})")
     return int(row.id), str(row.address)
+
+
+def take_free(ctx: Ctx, conn: Connection, net: Network, owners: list[tuple[str, int]]) -> list[str]:
+    """Claim one free address of ``net`` for each (instance uuid, VIF id) in ``owners``,
+    in order: probes of the free-list index for all the missing rows at once, claimed
+    with one executemany. Returns the addresses."""
+    taken: list[str] = []
+    while len(taken) < len(owners):
+        want = len(owners) - len(taken)
+        rows = conn.execute(_pick_n(ctx.is_postgres, want), {"net_id": net.id}).all()
+        if not rows and ctx.is_postgres:
+            # every free row locked by others: wait for one (see _PICK_WAIT)
+            rows = conn.execute(_PICK_WAIT, {"net_id": net.id}).all()
+        if not rows:
+            raise NoMoreFixedIps(f"no more fixed IPs in network {net.label} ({net.cidr})")
+        now = utcnow()
+        params = [
+            {
+                "fixed_id": row.id,
+                "v_instance_uuid": uuid,
+                "v_host": None,
+                "v_allocated": True,
+                "v_vif_id": vif_id,
+                "v_now": now,
+            }
+            for row, (uuid, vif_id) in zip(rows, owners[len(taken) :], strict=False)
+        ]
+        if conn.execute(_CLAIM, params).rowcount != len(params):
+            raise Retry(f"a fixed IP row of network {net.label} was taken meanwhile")
+        taken += [str(row.address) for row in rows]
+    return taken
 
 
 def claim(

@@ -79,18 +79,24 @@ def list_services(ctx: Ctx) -> list[dict[str, Any]]:
 
 def down_agents(ctx: Ctx, conn: Connection, wanted: Iterable[str | None]) -> list[str]:
     """Which of the hosts in ``wanted`` have no live agent, as readable sentences."""
+    down = down_agents_by_host(ctx, conn, wanted)
+    return [down[h] for h in sorted(down)]
+
+
+def down_agents_by_host(ctx: Ctx, conn: Connection, wanted: Iterable[str | None]) -> dict[str, str]:
+    """The hosts in ``wanted`` that have no live agent, each with a readable sentence."""
     want = sorted({h for h in wanted if h})
     if not want:
-        return []
+        return {}
     now = utcnow()
     stmt = sa.select(hosts.c.name, hosts.c.heartbeat_at).where(hosts.c.name.in_(want))
     beats = {r.name: r.heartbeat_at for r in conn.execute(stmt)}
-    out = []
+    out = {}
     for h in want:
         if h not in beats:
-            out.append(f"host {h} has no agent registered; nothing realizes this change there yet")
+            out[h] = f"host {h} has no agent registered; nothing realizes this change there yet"
         elif not _is_up(ctx, beats[h], now):
-            out.append(
+            out[h] = (
                 f"the agent of host {h} is down (last heartbeat {_iso(beats[h]) or 'never'});"
                 " the change is applied when it comes back"
             )
@@ -101,3 +107,9 @@ def agents_down(ctx: Ctx, wanted: Iterable[str | None]) -> list[str]:
     """``down_agents`` in its own read-only unit of work."""
     items = list(wanted)
     return run(ctx, lambda conn: down_agents(ctx, conn, items), write=False)
+
+
+def agents_down_by_host(ctx: Ctx, wanted: Iterable[str | None]) -> dict[str, str]:
+    """``down_agents_by_host`` in its own read-only unit of work."""
+    items = list(wanted)
+    return run(ctx, lambda conn: down_agents_by_host(ctx, conn, items), write=False)

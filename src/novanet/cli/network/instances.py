@@ -9,6 +9,7 @@ import typer
 from novanet.cli import output
 from novanet.cli.options import option
 from novanet.cli.state import service, state
+from novanet.domain.errors import InvalidInput
 from novanet.service import instances as I
 
 app = typer.Typer(
@@ -47,47 +48,81 @@ def _addresses(network_info: list[dict[str, Any]]) -> list[str]:
 @app.command("allocate")
 def allocate(
     ctx: typer.Context,
-    uuid: Uuid,
-    project_id: Annotated[str, option("--project-id", metavar="PROJECT", help="Project of the instance.")],
-    host: Annotated[str, option("--host", help="Compute host the instance runs on.")],
+    uuids: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="UUID",
+            help="UUID of the instance; several instances are allocated in one transaction, all or none.",
+        ),
+    ],
+    project_id: Annotated[str, option("--project-id", metavar="PROJECT", help="Project of the instances.")],
+    host: Annotated[str, option("--host", help="Compute host the instances run on.")],
     network: Annotated[
         list[str] | None,
         option(
             "--network",
             metavar="NET_UUID[=ADDRESS]",
             callback=_parse_networks,
-            help="Network to join, optionally with the fixed IP wanted (repeatable)"
-            " [Flat: every network open to the project; VLAN: the project's network].",
+            help="Network to join, optionally with the fixed IP wanted (repeatable; an address"
+            " only with one instance) [Flat: every network open to the project; VLAN: the"
+            " project's network].",
         ),
     ] = None,
     vpn: Annotated[bool, option("--vpn", help="VLAN mode: the project's VPN instance (cloudpipe).")] = False,
-    hostname: Annotated[str | None, option("--hostname", help="DNS name [server-<uuid>].")] = None,
+    hostname: Annotated[
+        str | None, option("--hostname", help="DNS name [server-<uuid>] (only with one instance).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Give an instance its VIFs and fixed IPs (and a floating IP if auto_assign_floating_ip)."""
+    """Give instances their VIFs and fixed IPs (and a floating IP if auto_assign_floating_ip).
+
+    With one UUID, --json prints its network info; with several, a list of
+    {"uuid", "network_info"} in the order given."""
     st = state(ctx)
-    svc = st.ctx()
     # Typer hands over what the --network callback returned.
     requested: list[I.RequestedNetwork] = network or []  # type: ignore[assignment]
-    req = I.AllocateRequest(uuid, project_id, host, requested=requested, vpn=vpn, hostname=hostname)
-    info = I.allocate_for_instance(svc, st.mode, req)
+    if len(uuids) > 1 and any(r.address for r in requested):
+        raise InvalidInput("--network NET_UUID=ADDRESS names the address of one instance; give one UUID")
+    if len(uuids) > 1 and hostname:
+        raise InvalidInput("--hostname names one instance; give one UUID")
+    reqs = [
+        I.AllocateRequest(u, project_id, host, requested=requested, vpn=vpn, hostname=hostname) for u in uuids
+    ]
+    infos = I.allocate_many(st.ctx(), st.mode, reqs)
     if as_json:
-        output.emit_json(info)
+        if len(uuids) == 1:
+            output.emit_json(infos[0])
+        else:
+            output.emit_json([{"uuid": u, "network_info": i} for u, i in zip(uuids, infos, strict=True)])
         return
-    output.message(f"allocated {', '.join(_addresses(info))} to instance {uuid}")
+    for u, info in zip(uuids, infos, strict=True):
+        output.message(f"allocated {', '.join(_addresses(info))} to instance {u}")
 
 
 @app.command("deallocate")
-def deallocate(ctx: typer.Context, uuid: Uuid, as_json: JsonOpt = False) -> None:
-    """Release an instance's addresses: freed now, or once the DHCP lease is gone."""
-    res = I.deallocate_for_instance(service(ctx), uuid)
+def deallocate(
+    ctx: typer.Context,
+    uuids: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="UUID",
+            help="UUID of the instance; several instances are deallocated in one transaction, all or none.",
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Release instances' addresses: freed now, or once the DHCP lease is gone.
+
+    With one UUID, --json prints its result; with several, a list of them in order."""
+    results = I.deallocate_many(service(ctx), uuids)
     if as_json:
-        output.emit_json(res)
+        output.emit_json(results[0] if len(uuids) == 1 else results)
         return
-    text = f"deallocated instance {res['uuid']}: freed {', '.join(res['freed']) or 'nothing'}"
-    if res["awaiting_release"]:
-        text += f"; awaiting DHCP release: {', '.join(res['awaiting_release'])}"
-    output.message(text)
+    for res in results:
+        text = f"deallocated instance {res['uuid']}: freed {', '.join(res['freed']) or 'nothing'}"
+        if res["awaiting_release"]:
+            text += f"; awaiting DHCP release: {', '.join(res['awaiting_release'])}"
+        output.message(text)
 
 
 @app.command("show")
