@@ -14,7 +14,10 @@ of the last 1000 over the first 1000) exceeds --max-slowdown (default 1.5), 2 on
 error such as an unreachable database. By default the slowdown compares the median time
 per allocation of the two windows, which shrugs off bursts of load from other processes
 yet moves with any cost that grows with the fill level; ``--gate wall`` compares the
-windows' wall times (their allocations/s) instead. On PostgreSQL, autovacuum is off for
+windows' wall times (their allocations/s) instead, and ``--gate cpu`` the CPU time spent
+per allocation in each window by this process and by the database's server processes
+(PostgreSQL's backends, read from /proc: the server must run on this machine), which
+other load on the machine moves least of the three. On PostgreSQL, autovacuum is off for
 the run and the planner statistics are fixed (--pg-stats), so that runs do not differ by
 when autovacuum happened to analyze the tables. See benchmarks/README.md.
 """
@@ -87,6 +90,9 @@ class Result:
     load_after: float  # the machine makes every number here slower and noisier
     pg_stats: str | None  # PostgreSQL planner statistics during the run (see --pg-stats)
     window_per_s: list[float]  # allocations/s of each consecutive window of 1000
+    cpu_first_ms: float | None = None  # CPU per allocation (client + server) in the first window
+    cpu_last_ms: float | None = None  # ... and in the last; None: the server's CPU is not readable
+    slowdown_cpu: float | None = None
 
 
 # --- fresh databases ---------------------------------------------------------------
@@ -144,6 +150,35 @@ def _progress(enabled: bool, msg: str) -> None:
 PG_TABLES = ("networks", "fixed_ips", "instances", "virtual_interfaces", "changes")
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _server_cpu(engine: sa.Engine) -> float | None:
+    """CPU seconds used so far by the server processes of this run's database: PostgreSQL's
+    backends connected to it (the run's own database: nobody else's); 0 for SQLite (no
+    server); None when /proc does not show them (a server on another machine)."""
+    if engine.dialect.name != "postgresql":
+        return 0.0
+    with engine.connect() as conn:
+        pids = conn.execute(
+            sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        total = 0.0
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                return None
+            total += (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
+    return total
+
+
+def _cpu(engine: sa.Engine) -> float | None:
+    server = _server_cpu(engine)
+    return None if server is None else time.process_time() + server
+
+
 def _freeze_planner_stats(engine: sa.Engine, mode: str) -> None:
     """Make the PostgreSQL planner's view of the tables the same in every run.
 
@@ -194,11 +229,20 @@ def bench(backend: str, url: str, instances: int, *, verbose: bool, pg_stats: st
 
         uuids = [str(uuid.uuid4()) for _ in range(instances)]
         done = [0.0] * instances
+        window = min(WINDOW, instances // 2)
+        # CPU (client + server) at the window edges: before the first allocation, after
+        # the first window, before the last window, after the last allocation
+        edges = {window - 1: 1, instances - window - 1: 2, instances - 1: 3}
+        cpu: list[float | None] = [None] * 4
         _progress(verbose, f"[{backend}] allocating {instances} instances")
+        cpu[0] = _cpu(engine)
         start = time.perf_counter()
         for i, u in enumerate(uuids):
             I.allocate_for_instance(ctx, FLATDHCP, I.AllocateRequest(u, "bench", "bench-host"))
             done[i] = time.perf_counter()
+            if i in edges:
+                cpu[edges[i]] = _cpu(engine)
+                done[i] = time.perf_counter()  # the reading is not the allocation's time
             if verbose and (i + 1) % WINDOW == 0:
                 took = done[i] - (done[i - WINDOW] if i >= WINDOW else start)
                 _progress(verbose, f"[{backend}]   {i + 1} allocated, last {WINDOW} at {WINDOW / took:.0f}/s")
@@ -218,13 +262,16 @@ def bench(backend: str, url: str, instances: int, *, verbose: bool, pg_stats: st
     finally:
         engine.dispose()
 
-    window = min(WINDOW, instances // 2)
     first_s = done[window - 1] - start
     last_s = done[-1] - done[-window - 1]
     per_call = [done[0] - start] + [b - a for a, b in itertools.pairwise(done)]
     median_first = statistics.median(per_call[:window])
     median_last = statistics.median(per_call[-window:])
     lat = sorted(per_call)
+    c0, c1, c2, c3 = cpu
+    cpu_first = cpu_last = None
+    if c0 is not None and c1 is not None and c2 is not None and c3 is not None:
+        cpu_first, cpu_last = (c1 - c0) / window * 1000, (c3 - c2) / window * 1000
     return Result(
         backend=backend,
         server=server,
@@ -249,6 +296,9 @@ def bench(backend: str, url: str, instances: int, *, verbose: bool, pg_stats: st
             round(len(chunk) / sum(chunk), 1)
             for chunk in (per_call[k : k + WINDOW] for k in range(0, instances, WINDOW))
         ],
+        cpu_first_ms=cpu_first,
+        cpu_last_ms=cpu_last,
+        slowdown_cpu=cpu_last / cpu_first if cpu_first and cpu_last is not None else None,
     )
 
 
@@ -279,6 +329,10 @@ def machine() -> dict[str, Any]:
 
 
 def gated(r: Result, gate: str) -> float:
+    if gate == "cpu":
+        if r.slowdown_cpu is None:
+            raise RuntimeError("--gate cpu: the database server's CPU time is not readable here")
+        return r.slowdown_cpu
     return r.slowdown_median if gate == "median" else r.slowdown
 
 
@@ -294,6 +348,14 @@ def verdicts(r: Result, max_slowdown: float, gate: str) -> dict[str, bool]:
     return out
 
 
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _cpu_cell(r: Result) -> str:
+    return f"{_fmt(r.cpu_first_ms)} -> {_fmt(r.cpu_last_ms)}"
+
+
 def table(results: list[Result], max_slowdown: float, gate: str) -> str:
     rows: list[tuple[str, ...]] = [
         ("", *(r.backend for r in results)),
@@ -305,6 +367,8 @@ def table(results: list[Result], max_slowdown: float, gate: str) -> str:
         ("alloc/s, last window", *(f"{r.last_window_per_s:.0f}  ({r.window})" for r in results)),
         ("slowdown last/first (wall)", *(f"{r.slowdown:.2f}" for r in results)),
         ("slowdown last/first (median)", *(f"{r.slowdown_median:.2f}" for r in results)),
+        ("CPU ms/alloc first -> last", *(_cpu_cell(r) for r in results)),
+        ("slowdown last/first (CPU)", *(_fmt(r.slowdown_cpu) for r in results)),
         ("alloc/s, overall", *(f"{r.overall_alloc_per_s:.0f}" for r in results)),
         ("alloc latency p50 (ms)", *(f"{r.alloc_p50_ms:.2f}" for r in results)),
         ("alloc latency p99 (ms)", *(f"{r.alloc_p99_ms:.2f}" for r in results)),
@@ -369,10 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--gate",
-        choices=("wall", "median"),
+        choices=("wall", "median", "cpu"),
         default="median",
         help="which slowdown decides the exit status: the windows' median time per allocation"
-        " (default; robust against other load on the machine) or their wall time",
+        " (default; robust against other load on the machine), their wall time, or the CPU"
+        " time per allocation of this process and the database server (needs the server on"
+        " this machine)",
     )
     p.add_argument(
         "--pg-stats",
