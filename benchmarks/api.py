@@ -7,7 +7,7 @@ Per backend, on a fresh throw-away database (a SQLite file in a temporary direct
 PostgreSQL database created next to --pg-url and dropped afterwards), the script:
 
 1. migrates the schema, creates one FlatDHCP network 10.0.0.0/16 and a service token;
-2. starts `novanet api` on a free loopback port (--workers N, access log off);
+2. starts `novanet api` on a free loopback port (--workers N, access log on, to /dev/null);
 3. runs --clients threads, each with one keep-alive HTTP connection, each allocating
    (POST /v1/instances) and then deallocating (DELETE /v1/instances/{uuid}) its share of
    --instances, timing every request;

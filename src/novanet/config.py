@@ -120,6 +120,7 @@ class Config:
     api_workers: int = 1
     api_max_request_body_size: int = 114688  # bytes (nova's osapi_max_request_body_size, 112 KiB)
     api_group_commit: int = 64  # most allocate/deallocate requests one transaction takes; 1: off
+    api_token_cache_seconds: float = 2.0  # how long a process trusts a verified token; 0: off
     # database
     connection: str = ""  # [database] connection; empty: SQLite under state_path
 
@@ -174,7 +175,14 @@ _RENAMED = {
     "osapi_max_request_body_size": "api_max_request_body_size",
 }
 # [api] options, read as api_<name>.
-_API_SECTION = ("listen", "listen_port", "workers", "max_request_body_size", "group_commit")
+_API_SECTION = (
+    "listen",
+    "listen_port",
+    "workers",
+    "max_request_body_size",
+    "group_commit",
+    "token_cache_seconds",
+)
 _SUBST = re.compile(r"\$(\w+)|\$\{(\w+)\}")
 
 
@@ -318,6 +326,10 @@ def load(config_files: Iterable[str] = (), overrides: Mapping[str, Any] | None =
         cfg = replace(Config(), **values)
     except TypeError as exc:
         raise ConfigError(str(exc)) from None
+    if not 0 <= cfg.api_token_cache_seconds <= 3600:
+        raise ConfigError(
+            f"option [api] token_cache_seconds: {cfg.api_token_cache_seconds} is not between 0 and 3600"
+        )
     if cfg.vlan_segmentation not in ("vlan", "vxlan"):
         raise ConfigError(f"option vlan_segmentation: {cfg.vlan_segmentation!r} is not vlan or vxlan")
     for server in cfg.dns_server:

@@ -78,3 +78,55 @@ def test_other_database_errors_are_not_outages(db_url: str) -> None:
         assert not is_outage(info.value.__cause__)  # type: ignore[arg-type]
     finally:
         engine.dispose()
+
+
+def _kill_backends(pg_url: str, engine: sa.Engine) -> int:
+    """End every server process of ``engine``'s pooled connections, from outside."""
+    with engine.connect() as conn:
+        mine = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+    admin = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": mine})
+            conn.commit()
+    finally:
+        admin.dispose()
+    return int(mine)
+
+
+def test_postgresql_connection_dead_while_idle_is_replaced_unseen(
+    pg_base_url: sa.URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle pooled connection is pinged before use: one the server dropped is replaced
+    and the call succeeds."""
+    from novanet.db import engine as E
+
+    pg_url = pg_base_url.render_as_string(hide_password=False)
+    monkeypatch.setattr(E, "PG_PING_AFTER_IDLE", 0.0)  # every reuse counts as idle
+    engine = create_engine(pg_url)
+    try:
+        _kill_backends(pg_url, engine)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+def test_postgresql_connection_dead_after_recent_use_is_an_outage_once(
+    pg_base_url: sa.URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection used a moment ago is not pinged: if the server dropped it, the call is
+    refused as an outage (the API's 503), and the next call gets a new connection."""
+    from novanet.db import engine as E
+
+    pg_url = pg_base_url.render_as_string(hide_password=False)
+    monkeypatch.setattr(E, "PG_PING_AFTER_IDLE", 3600.0)
+    engine = create_engine(pg_url)
+    ctx = Ctx(engine, C.load(overrides={"connection": pg_url}))
+    try:
+        _kill_backends(pg_url, engine)
+        with pytest.raises(DatabaseUnavailable):
+            run(ctx, lambda conn: conn.execute(sa.text("SELECT 1")).scalar_one(), write=False)
+        assert run(ctx, lambda conn: conn.execute(sa.text("SELECT 1")).scalar_one(), write=False) == 1
+    finally:
+        engine.dispose()

@@ -19,6 +19,7 @@ from novanet.api.middleware import BodyLimit, Metrics
 from novanet.api.native.instances import coalescers
 from novanet.api.native.router import router as native_routes
 from novanet.service.context import Ctx
+from novanet.service.tokens import TokenCache
 
 COMPUTE_PREFIXES = ("/v2.1/{project_id}", "/v2/{project_id}")
 
@@ -85,11 +86,14 @@ def create_app(ctx: Ctx) -> FastAPI:
     )
     app.state.ctx = ctx
     app.state.coalescers = coalescers(ctx)
+    app.state.token_cache = TokenCache(ctx.config.api_token_cache_seconds)
     errors.install(app)
+    # The native API first: FastAPI tries the routes in order, and the busiest ones
+    # (compute hosts' allocate/deallocate) are native; the prefixes do not overlap.
+    app.include_router(native_routes, prefix="/v1")
     # /v2.1 is documented in /openapi.json; /v2 serves the same handlers.
     app.include_router(compute_routes, prefix=COMPUTE_PREFIXES[0])
     app.include_router(compute_routes, prefix=COMPUTE_PREFIXES[1], include_in_schema=False)
-    app.include_router(native_routes, prefix="/v1")
 
     registry = CollectorRegistry()
 

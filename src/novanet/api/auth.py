@@ -6,15 +6,15 @@ asked for what, so an operator can tell a misconfigured client from a probing on
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
 
 from novanet.domain.errors import Forbidden, InvalidInput, NotFound, NovanetError, Unauthorized
-from novanet.service import tokens
 from novanet.service.context import Ctx
-from novanet.service.tokens import Principal
+from novanet.service.tokens import Principal, TokenCache
 
 log = logging.getLogger("novanet.api.auth")
 
@@ -35,14 +35,19 @@ def refuse(request: Request, p: Principal | None, exc: NovanetError) -> NovanetE
     return exc
 
 
-def principal(
+async def principal(
     request: Request,
     x_auth_token: Annotated[str | None, Header(alias="X-Auth-Token", description="API token")] = None,
 ) -> Principal:
-    try:
-        p = tokens.authenticate(get_ctx(request), x_auth_token)
-    except Unauthorized as exc:
-        raise refuse(request, None, exc) from None
+    """The caller: from this process's token cache when it verified the token a moment
+    ago (no thread, no database), else looked up in a worker thread."""
+    cache: TokenCache = request.app.state.token_cache
+    p = cache.get(x_auth_token)
+    if p is None:
+        try:
+            p = await asyncio.to_thread(cache.authenticate, get_ctx(request), x_auth_token)
+        except Unauthorized as exc:
+            raise refuse(request, None, exc) from None
     request.state.principal = p
     return p
 

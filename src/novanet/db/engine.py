@@ -9,18 +9,29 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, DisconnectionError, NoSuchModuleError
 
 from novanet.domain.errors import ConfigError, DatabaseError
 
 # Bump together with a new migration in migrations/versions.
 HEAD_REVISION = "0008"
 FILE_MODE = 0o600  # database files: they hold every tenant's addresses
+# PostgreSQL pool, per process: the connections kept open, and how many more may be opened
+# (and closed again on return) under a burst. SQLAlchemy's 5 + 10 made a busy API process
+# open and close a connection for most requests (a new server process each time).
+PG_POOL_SIZE = 10
+PG_MAX_OVERFLOW = 10
+# A pooled PostgreSQL connection idle longer than this is pinged (one round trip) before
+# use; one used more recently is not: were it dead after all (a restart, a failover), the
+# statement fails as an outage (503 / "database unavailable"), and the pool drops every
+# connection opened before that failure.
+PG_PING_AFTER_IDLE = 1.0  # seconds
 
 
 def create_engine(url: str, *, echo: bool = False) -> Engine:
@@ -38,12 +49,37 @@ def create_engine(url: str, *, echo: bool = False) -> Engine:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         try:
-            return sa.create_engine(parsed, echo=echo, pool_pre_ping=True, future=True)
+            engine = sa.create_engine(
+                parsed, echo=echo, future=True, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW
+            )
         except NoSuchModuleError:
             raise ConfigError(
                 f"unsupported PostgreSQL driver in {describe_url(parsed)!r}: use postgresql+psycopg"
             ) from None
+        _ping_when_idle(engine)
+        return engine
     raise ConfigError(f"unsupported database {backend!r}: use sqlite or postgresql+psycopg")
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """pool_pre_ping, but only for a connection that sat idle: under load the round trip
+    of a ping per checkout was a good part of a short transaction."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["novanet_idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if getattr(dbapi_conn, "broken", False) or dbapi_conn.closed:
+            raise DisconnectionError("connection closed")
+        since = record.info.get("novanet_idle_since")
+        if since is None or time.monotonic() - since < PG_PING_AFTER_IDLE:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # the pool opens a new connection instead
+            raise DisconnectionError(str(exc)) from exc
 
 
 def _sqlite_engine(parsed: sa.URL, echo: bool) -> Engine:

@@ -12,6 +12,9 @@ import datetime as dt
 import hashlib
 import re
 import secrets
+import threading
+import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,7 +162,7 @@ def revoke(ctx: Ctx, ref: str) -> dict[str, Any]:
     """
     cond = _by_ref(ref)
 
-    def tx(conn: Connection) -> dict[str, Any]:
+    def tx(conn: Connection) -> tuple[dict[str, Any], str]:
         rows = conn.execute(sa.select(tokens).where(cond)).all()
         if not rows:
             raise NotFound(f"token {ref.strip()[:ID_LEN]} not found (see `novanet token list`)")
@@ -169,9 +172,12 @@ def revoke(ctx: Ctx, ref: str) -> dict[str, Any]:
         now = utcnow().replace(microsecond=0)
         if row.revoked_at is None:
             conn.execute(tokens.update().where(tokens.c.id == row.id).values(revoked_at=now))
-        return _view(conn.execute(sa.select(tokens).where(tokens.c.id == row.id)).one(), now)
+        return _view(conn.execute(sa.select(tokens).where(tokens.c.id == row.id)).one(), now), row.token_hash
 
-    return run(ctx, tx)
+    view, digest = run(ctx, tx)
+    for cache in list(_CACHES):  # this process stops accepting it at once
+        cache.forget(digest)
+    return view
 
 
 _LOOKUP = sa.select(
@@ -184,13 +190,15 @@ _LOOKUP = sa.select(
 ).where(tokens.c.token_hash == sa.bindparam("h"))
 
 
-def authenticate(ctx: Ctx, secret: str | None) -> Principal:
-    """The principal of a token; Unauthorized when missing, unknown, expired or revoked."""
+def _digest(secret: str | None) -> str:
     if not secret:
         raise Unauthorized("authentication required: send a token in the X-Auth-Token header")
     if len(secret) > 512:
         raise Unauthorized("the token is not valid")
-    digest = hash_token(secret)
+    return hash_token(secret)
+
+
+def _check(ctx: Ctx, digest: str) -> tuple[Principal, dt.datetime | None]:
     row = run(ctx, lambda conn: conn.execute(_LOOKUP, {"h": digest}).first(), write=False)
     if row is None:
         raise Unauthorized("the token is not valid")
@@ -198,4 +206,71 @@ def authenticate(ctx: Ctx, secret: str | None) -> Principal:
         raise Unauthorized(f"token {digest[:ID_LEN]} was revoked")
     if row.expires_at is not None and row.expires_at <= utcnow():
         raise Unauthorized(f"token {digest[:ID_LEN]} has expired")
-    return Principal(row.project_id, row.user_name, tuple(row.roles.split(",")), digest[:ID_LEN])
+    p = Principal(row.project_id, row.user_name, tuple(row.roles.split(",")), digest[:ID_LEN])
+    return p, row.expires_at
+
+
+def authenticate(ctx: Ctx, secret: str | None) -> Principal:
+    """The principal of a token; Unauthorized when missing, unknown, expired or revoked."""
+    return _check(ctx, _digest(secret))[0]
+
+
+# Every TokenCache of this process, so that a revocation made here reaches them all.
+_CACHES: weakref.WeakSet[TokenCache] = weakref.WeakSet()
+
+
+class TokenCache:
+    """Tokens verified in the last ``ttl`` seconds, by hash: an API process checks a
+    token against the database once per ``ttl``, not once per request.
+
+    Only accepted tokens are kept (a refusal is always looked up again), never past the
+    token's own expiry, and a revocation made in this process (``revoke``: the API, the
+    CLI) drops the token at once. A token revoked by another process is still accepted
+    here until its entry is ``ttl`` old (like Keystone's auth_token middleware cache).
+    ``ttl`` 0: no cache.
+    """
+
+    MAX_ENTRIES = 10_000  # many more distinct tokens than this: start over
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = max(0.0, ttl)
+        self._entries: dict[str, tuple[float, Principal]] = {}  # digest -> (deadline, principal)
+        self._lock = threading.Lock()
+        self._revocations = 0  # a lookup that overlapped a revocation is not kept
+        self.hits = 0
+        self.misses = 0
+        _CACHES.add(self)
+
+    def get(self, secret: str | None) -> Principal | None:
+        """The principal of a token verified a moment ago, or None (check it)."""
+        if not self.ttl or not secret or len(secret) > 512:
+            return None
+        entry = self._entries.get(hash_token(secret))
+        if entry is None or entry[0] <= time.monotonic():
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry[1]
+
+    def authenticate(self, ctx: Ctx, secret: str | None) -> Principal:
+        """``authenticate``, keeping what it accepted for at most ``ttl`` seconds."""
+        digest = _digest(secret)
+        seen = self._revocations
+        p, expires_at = _check(ctx, digest)
+        if self.ttl:
+            keep = self.ttl
+            if expires_at is not None:
+                keep = min(keep, (expires_at - utcnow()).total_seconds())
+            if keep > 0:
+                with self._lock:
+                    if self._revocations != seen:
+                        return p  # it may have read the row before the revocation
+                    if len(self._entries) >= self.MAX_ENTRIES:
+                        self._entries.clear()
+                    self._entries[digest] = (time.monotonic() + keep, p)
+        return p
+
+    def forget(self, digest: str) -> None:
+        with self._lock:
+            self._revocations += 1
+            self._entries.pop(digest, None)
