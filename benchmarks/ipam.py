@@ -18,8 +18,9 @@ windows' wall times (their allocations/s) instead, and ``--gate cpu`` the CPU ti
 per allocation in each window by this process and by the database's server processes
 (PostgreSQL's backends, read from /proc: the server must run on this machine), which
 other load on the machine moves least of the three. On PostgreSQL, autovacuum is off for
-the run and the planner statistics are fixed (--pg-stats), so that runs do not differ by
-when autovacuum happened to analyze the tables. See benchmarks/README.md.
+the run and the planner statistics are refreshed at fixed points (--pg-stats: by
+default where autovacuum's analyze rule would have refreshed them, between windows and
+outside the timing), so that runs do not differ by when autovacuum happened to run. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import itertools
 import json
 import os
 import platform
@@ -179,6 +179,29 @@ def _cpu(engine: sa.Engine) -> float | None:
     return None if server is None else time.process_time() + server
 
 
+def _autoanalyze(engine: sa.Engine) -> list[str]:
+    """What autovacuum's analyze would do by now, done at once: ANALYZE each table changed
+    by more than autovacuum_analyze_threshold + autovacuum_analyze_scale_factor x its rows
+    since its last analyze (the server's settings; 50 + 10% by default). Returns the
+    tables analyzed."""
+    with engine.connect() as conn:
+        rows = (
+            conn.execute(
+                sa.text(
+                    "SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
+                    " WHERE s.n_mod_since_analyze > current_setting('autovacuum_analyze_threshold')::int"
+                    " + current_setting('autovacuum_analyze_scale_factor')::float8 * greatest(c.reltuples, 0)"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for table in rows:
+            conn.exec_driver_sql(f'ANALYZE "{table}"')
+        conn.commit()
+    return list(rows)
+
+
 def _freeze_planner_stats(engine: sa.Engine, mode: str) -> None:
     """Make the PostgreSQL planner's view of the tables the same in every run.
 
@@ -192,7 +215,7 @@ def _freeze_planner_stats(engine: sa.Engine, mode: str) -> None:
     with engine.connect() as conn:
         for table in PG_TABLES:
             conn.exec_driver_sql(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
-        if mode == "analyzed":
+        if mode in ("analyzed", "auto"):
             conn.exec_driver_sql("ANALYZE")
         conn.commit()
 
@@ -232,21 +255,30 @@ def bench(backend: str, url: str, instances: int, *, verbose: bool, pg_stats: st
         window = min(WINDOW, instances // 2)
         # CPU (client + server) at the window edges: before the first allocation, after
         # the first window, before the last window, after the last allocation
-        edges = {window - 1: 1, instances - window - 1: 2, instances - 1: 3}
+        auto = engine.dialect.name == "postgresql" and pg_stats == "auto"
         cpu: list[float | None] = [None] * 4
         _progress(verbose, f"[{backend}] allocating {instances} instances")
         cpu[0] = _cpu(engine)
         start = time.perf_counter()
+        began = [0.0] * instances  # when each allocation started (ANALYZE time left out)
+        mark = start
         for i, u in enumerate(uuids):
+            if i == instances - window:
+                cpu[2] = _cpu(engine)
+                mark = time.perf_counter()
+            began[i] = mark
             I.allocate_for_instance(ctx, FLATDHCP, I.AllocateRequest(u, "bench", "bench-host"))
-            done[i] = time.perf_counter()
-            if i in edges:
-                cpu[edges[i]] = _cpu(engine)
-                done[i] = time.perf_counter()  # the reading is not the allocation's time
+            done[i] = mark = time.perf_counter()
+            if i == window - 1:
+                cpu[1] = _cpu(engine)
+            if auto and (i + 1) % WINDOW == 0 and i + 1 < instances:
+                _autoanalyze(engine)  # between windows, outside the timing
+                mark = time.perf_counter()
             if verbose and (i + 1) % WINDOW == 0:
-                took = done[i] - (done[i - WINDOW] if i >= WINDOW else start)
+                took = sum(done[k] - began[k] for k in range(max(0, i + 1 - WINDOW), i + 1))
                 _progress(verbose, f"[{backend}]   {i + 1} allocated, last {WINDOW} at {WINDOW / took:.0f}/s")
-        alloc_total = done[-1] - start
+        cpu[3] = _cpu(engine)
+        alloc_total = sum(d - b for d, b in zip(done, began, strict=True))
         held = _count(engine, "SELECT count(*) FROM fixed_ips WHERE instance_uuid IS NOT NULL")
         if held != instances:
             raise RuntimeError(f"{held} addresses held after {instances} allocations")
@@ -262,9 +294,9 @@ def bench(backend: str, url: str, instances: int, *, verbose: bool, pg_stats: st
     finally:
         engine.dispose()
 
-    first_s = done[window - 1] - start
-    last_s = done[-1] - done[-window - 1]
-    per_call = [done[0] - start] + [b - a for a, b in itertools.pairwise(done)]
+    per_call = [d - b for d, b in zip(done, began, strict=True)]
+    first_s = sum(per_call[:window])
+    last_s = sum(per_call[-window:])
     median_first = statistics.median(per_call[:window])
     median_last = statistics.median(per_call[-window:])
     lat = sorted(per_call)
@@ -442,11 +474,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--pg-stats",
-        choices=("analyzed", "none"),
-        default="analyzed",
-        help="PostgreSQL planner statistics during the run, autovacuum being off: 'analyzed'"
-        " (default; ANALYZE right after creating the network, as autovacuum does within a"
-        " minute in a real deployment) or 'none'",
+        choices=("auto", "analyzed", "none"),
+        default="auto",
+        help="PostgreSQL planner statistics during the run, autovacuum being off: 'auto'"
+        " (default; ANALYZE after creating the network, then, between windows of 1000"
+        " allocations and outside the timing, each table autovacuum's analyze rule would"
+        " have analyzed by then), 'analyzed' (ANALYZE once, after creating the network:"
+        " the statistics of empty instance tables for the whole run) or 'none'",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
