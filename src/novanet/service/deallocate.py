@@ -46,15 +46,18 @@ _FIXED = (
     .order_by(fixed_ips.c.id)
 )
 _ON_INSTANCES = floating_ips.c.fixed_ip_id.in_(sa.bindparam("ids", expanding=True))
-_FLOATING_AUTO = (
-    floating_ips.update()
-    .where(_ON_INSTANCES, floating_ips.c.auto_assigned.is_(True))
-    .values(fixed_ip_id=None, host=None, project_id=None, auto_assigned=False, updated_at=sa.bindparam("now"))
-)
+# One statement for both kinds: an auto-assigned floating IP goes back to the pool (its
+# project too), one the project reserved stays the project's, disassociated.
 _FLOATING = (
     floating_ips.update()
     .where(_ON_INSTANCES)
-    .values(fixed_ip_id=None, host=None, updated_at=sa.bindparam("now"))
+    .values(
+        fixed_ip_id=None,
+        host=None,
+        project_id=sa.case((floating_ips.c.auto_assigned.is_(True), None), else_=floating_ips.c.project_id),
+        auto_assigned=False,
+        updated_at=sa.bindparam("now"),
+    )
 )
 _RELEASE = dhcp_releases.insert()
 _FREE = (
@@ -73,10 +76,12 @@ _AWAIT = (
     .where(fixed_ips.c.id == sa.bindparam("fid"))
     .values(allocated=False, virtual_interface_id=None, updated_at=sa.bindparam("now"))
 )
-_VIF_NETS = sa.select(virtual_interfaces.c.instance_uuid, virtual_interfaces.c.network_id).where(
-    virtual_interfaces.c.instance_uuid.in_(_UUIDS)
+# The deleted VIFs' networks come back with the delete (both databases support RETURNING).
+_DELETE_VIFS = (
+    virtual_interfaces.delete()
+    .where(virtual_interfaces.c.instance_uuid.in_(_UUIDS))
+    .returning(virtual_interfaces.c.instance_uuid, virtual_interfaces.c.network_id)
 )
-_DELETE_VIFS = virtual_interfaces.delete().where(virtual_interfaces.c.instance_uuid.in_(_UUIDS))
 _DELETE_INSTANCES = instances.delete().where(instances.c.uuid.in_(_UUIDS))
 
 
@@ -103,7 +108,6 @@ def deallocate_many(ctx: Ctx, instance_uuids: Sequence[str]) -> list[dict[str, A
         now = utcnow()
         ids = [r.id for r in rows]
         if ids:
-            conn.execute(_FLOATING_AUTO, {"ids": ids, "now": now})
             conn.execute(_FLOATING, {"ids": ids, "now": now})
         freed: dict[str, list[str]] = defaultdict(list)
         waiting: dict[str, list[str]] = defaultdict(list)
@@ -135,9 +139,8 @@ def deallocate_many(ctx: Ctx, instance_uuids: Sequence[str]) -> list[dict[str, A
         if await_release:
             conn.execute(_AWAIT, await_release)
         vif_nets: dict[str, list[int]] = defaultdict(list)
-        for v in conn.execute(_VIF_NETS, {"uuids": uuids}):
+        for v in conn.execute(_DELETE_VIFS, {"uuids": uuids}):
             vif_nets[v.instance_uuid].append(v.network_id)
-        conn.execute(_DELETE_VIFS, {"uuids": uuids})
         conn.execute(_DELETE_INSTANCES, {"uuids": uuids})
         scopes = scope.batch_scope(conn, [(u, host_of[u], vif_nets[u]) for u in uuids])
         record_many(ctx, conn, "instance", [(u, h, n) for u, (h, n) in zip(uuids, scopes, strict=True)])
