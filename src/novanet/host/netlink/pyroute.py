@@ -154,8 +154,7 @@ class PyrouteLinks:
         Python (0.5 s per listing); iproute2 takes 30 ms."""
         dev = interface_name(name)
         self._index(dev)  # a missing interface is ObjectNotFound, as elsewhere
-        argv = ["ip", *(["-n", self.netns] if self.netns else []), "-j", "-4", "addr", "show", "dev", dev]
-        res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        res = self._ip("-j", "-4", "addr", "show", "dev", dev)
         if res.returncode != 0:
             raise LinkError(f"list addresses of {dev}: {res.stderr.strip() or res.returncode}")
         out = []
@@ -348,22 +347,27 @@ class PyrouteLinks:
         dev = interface_name(name)
         lines = [f"address del {IPv4Interface(canonical_cidr(c))} dev {dev}" for c in delete]
         lines += [f"address replace {IPv4Interface(canonical_cidr(c))} dev {dev}" for c in add]
-        if not lines:
-            return
-        self._index(dev)  # a missing interface is ObjectNotFound, as elsewhere
-        argv = ["ip", *(["-n", self.netns] if self.netns else []), "-force", "-batch", "-"]
-        res = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120)
-        if res.returncode != 0:
-            errors = [ln for ln in res.stderr.splitlines() if "Cannot assign requested address" not in ln]
-            if errors:
-                raise LinkError(f"address changes on {dev}: {errors[0]}")
+        self._batch(dev, lines, "address changes", ignored=("Cannot assign requested address",))
 
     def _ip(self, *args: str, batch: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        """iproute2 in this backend's namespace (argument lists only; no shell)."""
         argv = ["ip", *(["-n", self.netns] if self.netns else []), *args]
         if batch is not None:
             argv += ["-force", "-batch", "-"]
         text = "\n".join(batch) + "\n" if batch is not None else None
         return subprocess.run(argv, input=text, capture_output=True, text=True, timeout=120)
+
+    def _batch(self, dev: str, lines: list[str], what: str, ignored: tuple[str, ...]) -> None:
+        """One `ip -force -batch` of ``lines`` on ``dev``; stderr lines holding one of
+        ``ignored`` (an object already there or already gone) are not errors."""
+        if not lines:
+            return
+        self._index(dev)  # a missing interface is ObjectNotFound, as elsewhere
+        res = self._ip(batch=lines)
+        if res.returncode != 0:
+            errors = [ln for ln in res.stderr.splitlines() if not any(i in ln for i in ignored)]
+            if errors:
+                raise LinkError(f"{what} on {dev}: {errors[0]}")
 
     def local_routes(self) -> dict[str, set[str]]:
         """Through `ip -j`, like ``addresses`` (30 ms for 10,000; pyroute2 parses the dump
@@ -389,15 +393,8 @@ class PyrouteLinks:
         tail = f"dev {dev} table local proto {PROTO_NOVANET}"
         lines = [f"route del local {ipv4(a)}/32 {tail}" for a in delete]
         lines += [f"route replace local {a}/32 {tail} scope host src {a}" for a in map(ipv4, add)]
-        if not lines:
-            return
-        self._index(dev)  # a missing interface is ObjectNotFound, as elsewhere
-        res = self._ip(batch=lines)
-        if res.returncode != 0:
-            ignored = ("No such process", "Command failed")  # deleting a route already gone
-            errors = [ln for ln in res.stderr.splitlines() if not any(i in ln for i in ignored)]
-            if errors:
-                raise LinkError(f"local routes on {dev}: {errors[0]}")
+        # deleting a route already gone: "No such process" (and "Command failed" after it)
+        self._batch(dev, lines, "local routes", ignored=("No such process", "Command failed"))
 
     def delete_address(self, name: str, cidr: str) -> None:
         iface = IPv4Interface(canonical_cidr(cidr))
