@@ -140,7 +140,8 @@ def _trim_log(err: TextIO, limit: int = 1 << 20) -> None:
     """The background drainer's output is appended to a file: keep it bounded."""
     try:
         fd = err.fileno()
-        if os.fstat(fd).st_size > limit and stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size > limit:
             os.ftruncate(fd, 0)
     except (OSError, ValueError, AttributeError):
         pass

@@ -59,13 +59,20 @@ class DrainReport:
         return self
 
 
-def pending(spool: Path) -> list[str]:
-    """The names of the waiting events, oldest first."""
+def _listing(spool: Path) -> tuple[list[str], list[str]]:
+    """(waiting events oldest first, temporary dot-files) of ``spool``; none for a spool
+    that is gone."""
     try:
         names = os.listdir(spool)
-    except FileNotFoundError:
-        return []
-    return sorted((n for n in names if EVENT_NAME.match(n)), key=lambda n: tuple(map(int, n.split("-"))))
+    except (FileNotFoundError, NotADirectoryError):
+        return [], []
+    events = sorted((n for n in names if EVENT_NAME.match(n)), key=lambda n: tuple(map(int, n.split("-"))))
+    return events, [n for n in names if n.startswith(".") and n != LOCK]
+
+
+def pending(spool: Path) -> list[str]:
+    """The names of the waiting events, oldest first."""
+    return _listing(spool)[0]
 
 
 def _lock(spool: Path, wait: float) -> int | None:
@@ -104,15 +111,14 @@ def _read(path: Path) -> fixed.LeaseEvent:
     return fixed.LeaseEvent.parse(fields[0], fields[1], fields[2])
 
 
-def _remove_stale_temps(spool: Path) -> None:
+def _remove_stale_temps(spool: Path, temps: list[str]) -> None:
     now = time.time()
-    for name in os.listdir(spool):
-        if name.startswith(".") and name != LOCK:
-            try:
-                if now - os.lstat(spool / name).st_mtime > STALE_TEMP:
-                    os.unlink(spool / name)
-            except FileNotFoundError:
-                pass
+    for name in temps:
+        try:
+            if now - os.lstat(spool / name).st_mtime > STALE_TEMP:
+                os.unlink(spool / name)
+        except FileNotFoundError:
+            pass
 
 
 def _drain_locked(ctx: Ctx, spool: Path, report: DrainReport) -> None:
@@ -149,7 +155,10 @@ def drain(ctx: Ctx, spool: Path, *, wait: float = 0.0) -> DrainReport:
     behind. Database errors propagate, with the events left on disk.
     """
     report = DrainReport()
-    if not spool.is_dir():
+    events, temps = _listing(spool)  # the common case, every second per network: one listing
+    if temps:
+        _remove_stale_temps(spool, temps)
+    if not events:
         return report
     while True:
         fd = _lock(spool, wait)
@@ -157,7 +166,6 @@ def drain(ctx: Ctx, spool: Path, *, wait: float = 0.0) -> DrainReport:
             report.busy = True
             return report
         try:
-            _remove_stale_temps(spool)
             _drain_locked(ctx, spool, report)
         finally:
             os.close(fd)  # closing the only descriptor drops the lock

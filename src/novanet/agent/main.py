@@ -162,12 +162,11 @@ def _lease_spools(agent: Agent, stop: threading.Event, interval: float = 1.0) ->
     from novanet.agent import leasespool
     from novanet.domain.errors import DatabaseUnavailable
 
-    dhcp = agent.realizers.dhcp
-    spools = getattr(dhcp, "spools", None)
+    spools = getattr(agent.realizers.dhcp, "spools", None)
+    if spools is None:  # a DHCP realizer without spools (a fake): nothing to apply
+        return
     down = False
     while not stop.wait(interval):
-        if spools is None:
-            return
         try:
             for spool in spools():
                 leasespool.drain(agent.ctx, spool)
