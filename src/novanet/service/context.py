@@ -142,13 +142,13 @@ def record_many(ctx: Ctx, conn: Connection, kind: str, items: Iterable[Scoped]) 
     for r, hosts, networks in items:
         scope_hosts = sorted({h for h in hosts if h})
         scope_nets = sorted({int(n) for n in networks if n is not None})
+        if not scope_hosts and not scope_nets:  # unscoped: every agent's concern
+            rows.append({"kind": kind, "ref": r, "host": None, "network_id": None})
+            channels.add(CHANNEL)
+            continue
         rows += [{"kind": kind, "ref": r, "host": h, "network_id": None} for h in scope_hosts]
         rows += [{"kind": kind, "ref": r, "host": None, "network_id": n} for n in scope_nets]
-        if not scope_hosts and not scope_nets:
-            rows.append({"kind": kind, "ref": r, "host": None, "network_id": None})
         channels.update([host_channel(h) for h in scope_hosts] + [network_channel(n) for n in scope_nets])
-        if not scope_hosts and not scope_nets:
-            channels.add(CHANNEL)
     if not rows:
         return
     conn.execute(_INSERT_CHANGE, rows)
