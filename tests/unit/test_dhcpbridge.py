@@ -8,23 +8,21 @@ import io
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from novanet import config as C
 from novanet.agent import dhcpbridge
 from novanet.agent.private import write_private
-from novanet.db.engine import create_engine
-from novanet.db.migrate import ensure_schema
 from novanet.domain.modes import FLATDHCP
 from novanet.service import fixed as X
 from novanet.service import instances as I
-from novanet.service import networks as N
 from novanet.service.context import Ctx
+
+if TYPE_CHECKING:  # the fixture lives in tests/unit/conftest.py
+    from conftest import FlatDb
 
 
 @dataclass
@@ -39,19 +37,12 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    url = f"sqlite:///{tmp_path}/novanet.sqlite"
-    engine = create_engine(url)
-    ensure_schema(engine)
-    ctx = Ctx(engine, C.load(overrides={"flat_network_bridge": "br100", "connection": url, "host": "h1"}))
-    (net,) = N.create_networks(ctx, FLATDHCP, N.NetworkRequest(label="private", fixed_range_v4="10.0.0.0/24"))
+def world(flat_db: FlatDb) -> World:
+    ctx = flat_db.ctx
     inst = str(uuid.uuid4())
     (vif,) = I.allocate_for_instance(ctx, FLATDHCP, I.AllocateRequest(inst, "p1", "h1", hostname="vm1"))
     address = vif["network"]["subnets"][0]["ips"][0]["address"]
-    try:
-        yield World(ctx, url, net.uuid, inst, vif["address"], address, "vm1")
-    finally:
-        engine.dispose()
+    return World(ctx, flat_db.url, flat_db.net, inst, vif["address"], address, "vm1")
 
 
 def bridge(w: World, *args: str) -> tuple[int, str, str]:

@@ -12,23 +12,22 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from novanet import config as C
 from novanet.agent import dhcpbridge, leasespool
 from novanet.agent.private import write_private
-from novanet.db.engine import create_engine
-from novanet.db.migrate import ensure_schema
 from novanet.domain.errors import DatabaseUnavailable
 from novanet.domain.modes import FLATDHCP
 from novanet.host.dnsmasq.config import NetworkPaths, lease_script
 from novanet.host.model import DhcpServer
 from novanet.service import fixed as X
 from novanet.service import instances as I
-from novanet.service import networks as N
 from novanet.service.context import Ctx
+
+if TYPE_CHECKING:  # the fixture lives in tests/unit/conftest.py
+    from conftest import FlatDb
 
 
 @dataclass
@@ -42,22 +41,18 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    url = f"sqlite:///{tmp_path}/novanet.sqlite"
-    engine = create_engine(url)
-    ensure_schema(engine)
-    ctx = Ctx(engine, C.load(overrides={"flat_network_bridge": "br100", "connection": url, "host": "h1"}))
-    (net,) = N.create_networks(ctx, FLATDHCP, N.NetworkRequest(label="private", fixed_range_v4="10.0.0.0/24"))
+def world(tmp_path: Path, flat_db: FlatDb) -> Iterator[World]:
+    ctx, url, net_uuid = flat_db.ctx, flat_db.url, flat_db.net
     vifs = []
     for _ in range(3):
         (vif,) = I.allocate_for_instance(ctx, FLATDHCP, I.AllocateRequest(str(uuid.uuid4()), "p1", "h1"))
         vifs.append((vif["address"], vif["network"]["subnets"][0]["ips"][0]["address"]))
-    paths = NetworkPaths(tmp_path / "networks" / "h1" / net.uuid)
+    paths = NetworkPaths(tmp_path / "networks" / "h1" / net_uuid)
     paths.spool.mkdir(parents=True, mode=0o700)
     db_file = tmp_path / "database"
     write_private(db_file, url)
     server = DhcpServer(
-        network_uuid=net.uuid,
+        network_uuid=net_uuid,
         label="private",
         bridge="br100",
         listen_address="10.0.0.1",
@@ -71,10 +66,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     script = paths.root / "dhcpbridge"
     script.write_text(lease_script(dhcpbridge.script_argv(db_file=db_file), server, "h1", paths))
     script.chmod(0o700)
-    try:
-        yield World(ctx, url, net.uuid, vifs, paths, script)
-    finally:
-        engine.dispose()
+    yield World(ctx, url, net_uuid, vifs, paths, script)
 
 
 def leased(w: World) -> dict[str, bool]:
